@@ -1,0 +1,153 @@
+//! The configuration: a `nutcracker.yml` (every key nutcracker 0.5.0 accepts) plus walnut's own keys.
+//! The only module that knows YAML. Errors name the file, the line, the pool and the key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::hash::HashKind;
+use crate::ring::Distribution;
+
+mod lines;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+/// A whole config file: its pools, in file order.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub pools: Vec<Pool>,
+}
+
+/// Where a pool listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// `host:port`, resolved at load time (`host` kept for messages).
+    Tcp {
+        host: String,
+        port: u16,
+        addr: std::net::SocketAddr,
+    },
+    /// `/path/to.sock [0666]`; `mode` is `None` when absent or 0 (nutcracker then leaves the
+    /// socket's mode as created).
+    Unix { path: PathBuf, mode: Option<u32> },
+}
+
+/// A backend address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAddr {
+    /// `host` exactly as written before the port; `addr` resolved at load time.
+    Tcp {
+        host: String,
+        port: u16,
+        addr: std::net::SocketAddr,
+    },
+    Unix {
+        path: PathBuf,
+    },
+}
+
+/// One `servers:` entry: `host:port:weight [name]` or `/path.sock:weight [name]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub addr: ServerAddr,
+    pub weight: u32,
+    /// The optional name after the weight.
+    pub name: Option<String>,
+    /// The entry as written, less the weight and name (`127.0.0.1:11211`), nutcracker's `pname` stem.
+    pub addr_text: String,
+    /// 1-based line of the entry in the file.
+    pub line: usize,
+}
+
+/// One pool (a listener and its servers).
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    /// 1-based line of the pool's name in the file.
+    pub line: usize,
+    pub listen: Listen,
+    pub hash: HashKind,
+    /// The two delimiter bytes of `hash_tag`, e.g. `{}`.
+    pub hash_tag: Option<[u8; 2]>,
+    pub distribution: Distribution,
+    /// Server reply timeout; `None` waits forever (nutcracker's default, and its reading of 0).
+    pub timeout: Option<Duration>,
+    pub backlog: u32,
+    pub preconnect: bool,
+    pub server_connections: u32,
+    pub auto_eject_hosts: bool,
+    pub server_retry_timeout: Duration,
+    pub server_failure_limit: u32,
+    /// Maximum client connections; 0 means unlimited. nutcracker 0.5.0 reads this key but never
+    /// applies it: its pools always take any number of clients.
+    pub client_connections: u32,
+    pub tcpkeepalive: bool,
+    /// Largest value accepted from a client (walnut key; memcached's `-I`, default 1 MiB).
+    pub item_size_max: usize,
+    pub servers: Vec<ServerSpec>,
+}
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `file:line: pool "name": what`
+    #[error("{}:{line}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`, read from `path` (used in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |err: raw::Located| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: err.line,
+            message: err.message,
+        };
+        let doc = raw::read(text).map_err(invalid)?;
+        let pools = validate::pools(&doc).map_err(invalid)?;
+        Ok(Config {
+            path: path.to_path_buf(),
+            pools,
+        })
+    }
+}
+
+impl ServerSpec {
+    /// The name twemproxy hashes this server under (ketama points, modula slots) and refuses
+    /// twice in a pool: the configured name if any; else the address as written, without the
+    /// port when it is 11211 (libmemcached's habit); a unix socket keeps the `:` before its
+    /// weight.
+    pub fn ring_name(&self) -> String {
+        match (&self.name, &self.addr) {
+            (Some(name), _) => name.clone(),
+            (
+                None,
+                ServerAddr::Tcp {
+                    host, port: 11211, ..
+                },
+            ) => host.clone(),
+            (None, ServerAddr::Tcp { .. }) => self.addr_text.clone(),
+            (None, ServerAddr::Unix { .. }) => format!("{}:", self.addr_text),
+        }
+    }
+}

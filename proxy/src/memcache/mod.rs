@@ -1,0 +1,9 @@
+//! memcached's ASCII and meta protocol: pure codecs over bytes, no sockets.
+
+pub mod error;
+pub mod reply;
+pub mod request;
+
+pub use error::ProtocolError;
+pub use reply::{BadReply, ReplyScanner};
+pub use request::{Command, Request, decode};

@@ -1,0 +1,207 @@
+//! Framing backend replies: where each reply ends, and the VALUE blocks inside a retrieval reply.
+
+/// A reply line longer than this with no end means the backend speaks something else.
+const MAX_REPLY_LINE: usize = 8 * 1024;
+
+/// The backend sent bytes that are not a memcached reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("backend sent an invalid reply")]
+pub struct BadReply;
+
+/// Finds where replies end in a backend's byte stream. It remembers how far the current reply
+/// was already checked, so a large multi-get reply arriving in pieces is scanned once.
+#[derive(Debug, Default)]
+pub struct ReplyScanner {
+    /// Offset of the first VALUE block of the current reply not yet seen whole.
+    checked: usize,
+}
+
+impl ReplyScanner {
+    /// The length of the first complete reply in `buf`, or `None` until it has all arrived.
+    /// After `Some`, the caller removes that many bytes from the front of `buf`.
+    pub fn next(&mut self, buf: &[u8]) -> Result<Option<usize>, BadReply> {
+        loop {
+            let pos = self.checked;
+            let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
+                return if buf.len() - pos > MAX_REPLY_LINE {
+                    Err(BadReply)
+                } else {
+                    Ok(None)
+                };
+            };
+            let line_end = pos + nl + 1;
+            let line = &buf[pos..line_end];
+            if let Some(rest) = line.strip_prefix(b"VALUE ") {
+                // VALUE <key> <flags> <bytes> [<cas>]: more blocks follow until END.
+                let len = nth_number(rest, 2).ok_or(BadReply)?;
+                let end = line_end + len + 2;
+                if buf.len() < end {
+                    return Ok(None);
+                }
+                if &buf[end - 2..end] != b"\r\n" {
+                    return Err(BadReply);
+                }
+                self.checked = end;
+                continue;
+            }
+            if self.checked > 0 && !line.starts_with(b"END") {
+                // After VALUE blocks only END (or an error line) may come.
+                if !is_error(line) {
+                    return Err(BadReply);
+                }
+            }
+            let end = if let Some(rest) = line.strip_prefix(b"VA ") {
+                // Meta value: VA <size> <flags>*, then the data block.
+                let len = nth_number(rest, 0).ok_or(BadReply)?;
+                let end = line_end + len + 2;
+                if buf.len() < end {
+                    return Ok(None);
+                }
+                if &buf[end - 2..end] != b"\r\n" {
+                    return Err(BadReply);
+                }
+                end
+            } else {
+                line_end
+            };
+            self.checked = 0;
+            return Ok(Some(end));
+        }
+    }
+}
+
+/// `ERROR`, `CLIENT_ERROR ...` or `SERVER_ERROR ...`.
+pub fn is_error(line: &[u8]) -> bool {
+    line.starts_with(b"ERROR")
+        || line.starts_with(b"CLIENT_ERROR")
+        || line.starts_with(b"SERVER_ERROR")
+}
+
+/// One `VALUE` block of a retrieval reply: the key, and the block's bytes (line and data).
+pub struct ValueBlock<'a> {
+    pub key: &'a [u8],
+    pub block: &'a [u8],
+    /// The VALUE line after the key (` <flags> <bytes> [<cas>]\r\n`), then the data and `\r\n`.
+    pub after_key: &'a [u8],
+}
+
+/// The VALUE blocks of a complete retrieval reply (as framed by `ReplyScanner`), in order.
+pub fn value_blocks(reply: &[u8]) -> impl Iterator<Item = ValueBlock<'_>> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let rest = reply.get(pos..)?.strip_prefix(b"VALUE ")?;
+        let nl = memchr::memchr(b'\n', rest)?;
+        let len = nth_number(&rest[..=nl], 2)?;
+        let key_len = memchr::memchr(b' ', rest)?;
+        let start = pos;
+        let end = pos + 6 + nl + 1 + len + 2;
+        pos = end;
+        let block = reply.get(start..end)?;
+        Some(ValueBlock {
+            key: &rest[..key_len],
+            block,
+            after_key: &block[6 + key_len..],
+        })
+    })
+}
+
+/// The `n`th space-separated number of a reply line (counting from 0 after the code).
+fn nth_number(line: &[u8], n: usize) -> Option<usize> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let token = line
+        .split(|&b| b == b' ')
+        .filter(|t| !t.is_empty())
+        .nth(n)?;
+    if token.is_empty() || token.len() > 10 || !token.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    token.iter().try_fold(0usize, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_all(stream: &[u8]) -> Result<Vec<&[u8]>, BadReply> {
+        let mut scanner = ReplyScanner::default();
+        let mut out = Vec::new();
+        let mut rest = stream;
+        while let Some(n) = scanner.next(rest)? {
+            out.push(&rest[..n]);
+            rest = &rest[n..];
+        }
+        assert!(rest.is_empty(), "left over: {rest:?}");
+        Ok(out)
+    }
+
+    #[test]
+    fn frames_each_kind_of_reply() {
+        let stream = b"STORED\r\nVALUE a 0 3\r\nx\r\n\r\nVALUE b 5 0 77\r\n\r\nEND\r\nEND\r\nVA 2 f1\r\nhi\r\nHD\r\nSERVER_ERROR out of memory\r\n";
+        let replies = frame_all(stream).unwrap();
+        assert_eq!(
+            replies,
+            vec![
+                &b"STORED\r\n"[..],
+                b"VALUE a 0 3\r\nx\r\n\r\nVALUE b 5 0 77\r\n\r\nEND\r\n",
+                b"END\r\n",
+                b"VA 2 f1\r\nhi\r\n",
+                b"HD\r\n",
+                b"SERVER_ERROR out of memory\r\n",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_prefix_is_incomplete() {
+        let reply = b"VALUE a 0 3\r\nabc\r\nVALUE bb 1 2 9\r\nxy\r\nEND\r\n";
+        for cut in 0..reply.len() {
+            let mut scanner = ReplyScanner::default();
+            assert_eq!(scanner.next(&reply[..cut]), Ok(None), "cut at {cut}");
+        }
+        // Resuming after partial scans gives the same answer.
+        let mut scanner = ReplyScanner::default();
+        for cut in 0..reply.len() {
+            assert_eq!(scanner.next(&reply[..cut]), Ok(None));
+        }
+        assert_eq!(scanner.next(reply), Ok(Some(reply.len())));
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert_eq!(
+            ReplyScanner::default().next(b"VALUE a 0 x\r\n"),
+            Err(BadReply)
+        );
+        assert_eq!(
+            ReplyScanner::default().next(b"VALUE a 0 1\r\nxyz\r\n"),
+            Err(BadReply)
+        );
+        assert_eq!(
+            ReplyScanner::default().next(b"VALUE a 0 1\r\nx\r\nSTORED\r\n"),
+            Err(BadReply)
+        );
+        assert_eq!(ReplyScanner::default().next(&[b'x'; 9000]), Err(BadReply));
+    }
+
+    #[test]
+    fn value_blocks_are_listed_in_order() {
+        let reply = b"VALUE a 0 3\r\nabc\r\nVALUE bb 1 2 9\r\nxy\r\nEND\r\n";
+        let blocks: Vec<_> = value_blocks(reply)
+            .map(|b| (b.key, b.block, b.after_key))
+            .collect();
+        assert_eq!(
+            blocks,
+            vec![
+                (
+                    &b"a"[..],
+                    &b"VALUE a 0 3\r\nabc\r\n"[..],
+                    &b" 0 3\r\nabc\r\n"[..]
+                ),
+                (b"bb", b"VALUE bb 1 2 9\r\nxy\r\n", b" 1 2 9\r\nxy\r\n"),
+            ]
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! One client connection: read and decode requests, route them, write replies back in order.
+
+pub mod dispatch;
+pub mod pending;
+
+use std::rc::Rc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::memcache::{ProtocolError, decode};
+use crate::upstream::WorkerPool;
+use pending::{Pending, Slot};
+
+/// Requests in flight per connection before walnut stops reading from it (backpressure).
+const MAX_PENDING: usize = 4096;
+/// Reply bytes buffered per connection before walnut stops reading from it.
+const MAX_OUT: usize = 4 * 1024 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves one client until it leaves, sends `quit`, breaks the protocol fatally, or the
+/// process shuts down (then the requests already read are still answered).
+pub async fn serve<R, W>(
+    mut rd: R,
+    mut wr: W,
+    pool: Rc<WorkerPool>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let counters = &pool.stats.pool;
+    let pending = Rc::new(Pending::default());
+    let mut scratch = dispatch::Scratch::default();
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let item_size_max = pool.shared.config.item_size_max;
+    // Bytes of an oversized value still to be thrown away as they arrive.
+    let mut skip = 0usize;
+    let mut reading = !*shutdown.borrow();
+    let mut closing = false;
+    loop {
+        if reading && !closing {
+            if skip > 0 {
+                let n = skip.min(inbuf.len());
+                inbuf.advance(n);
+                skip -= n;
+            }
+            while skip == 0 && pending.len() < MAX_PENDING {
+                match decode(&mut inbuf, item_size_max) {
+                    Ok(Some(req)) => dispatch::dispatch(req, &pool, &pending, &mut scratch),
+                    Ok(None) => break,
+                    Err(ProtocolError::TooLarge { skip: n }) => {
+                        pending.push(
+                            Slot::Reply(Some(bytes::Bytes::from_static(
+                                ProtocolError::TooLarge { skip: n }.reply(),
+                            ))),
+                            0,
+                        );
+                        let now = n.min(inbuf.len());
+                        inbuf.advance(now);
+                        skip = n - now;
+                    }
+                    Err(e) if e.is_fatal() => {
+                        counters.client_err.incr();
+                        pending.push(Slot::Close(Some(e.reply())), 0);
+                        closing = true;
+                        break;
+                    }
+                    Err(e) => {
+                        pending.push(Slot::Reply(Some(bytes::Bytes::from_static(e.reply()))), 0);
+                    }
+                }
+            }
+        }
+        if pending.drain_into(&mut out) {
+            closing = true;
+        }
+        if out.is_empty() && pending.is_empty() && (closing || !reading) {
+            break;
+        }
+        let can_read = reading && !closing && pending.len() < MAX_PENDING && out.len() < MAX_OUT;
+        if can_read && inbuf.capacity() - inbuf.len() < 512 {
+            inbuf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            r = wr.write(&out), if !out.is_empty() => match r {
+                Ok(0) | Err(_) => {
+                    counters.client_err.incr();
+                    break;
+                }
+                Ok(n) => {
+                    out.advance(n);
+                    if out.is_empty() {
+                        out.clear();
+                    }
+                }
+            },
+            () = pending.ready.notified(), if !pending.is_empty() => {}
+            r = rd.read_buf(&mut inbuf), if can_read => match r {
+                Ok(0) => {
+                    counters.client_eof.incr();
+                    reading = false;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    counters.client_err.incr();
+                    break;
+                }
+            },
+            r = shutdown.changed(), if reading => {
+                if r.is_err() || *shutdown.borrow() {
+                    reading = false;
+                }
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}

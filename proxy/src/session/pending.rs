@@ -1,0 +1,211 @@
+//! A client connection's requests in flight, in the client's order: each waits for its replies
+//! (one, or one per server for a split multi-get or a broadcast) and is written out in turn.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::Notify;
+
+use crate::memcache::Command;
+use crate::memcache::reply::{is_error, value_blocks};
+
+/// A request's position in its connection's order.
+pub type Seq = u64;
+
+/// What a finished request writes back.
+pub enum Slot {
+    /// One reply, from a server or from walnut itself.
+    Reply(Option<Bytes>),
+    /// A meta command sent with `q`: the reply is dropped when it is the one `q` hides.
+    Quiet(Command, Option<Bytes>),
+    /// A retrieval split over several servers, merged back into the client's key order.
+    Gather(Box<Gather>),
+    /// A broadcast (`flush_all`): `OK` only when every server said OK, else the first other reply.
+    AllOk(Option<Bytes>),
+    /// `quit` or a fatal protocol error: close once everything before it is written.
+    Close(Option<&'static [u8]>),
+}
+
+/// A multi-server retrieval: which fragment each key went to, and each fragment's reply.
+#[derive(Default)]
+pub struct Gather {
+    /// The client's request line, for its keys.
+    pub request: Bytes,
+    /// Range of the key list within `request`.
+    pub keys: std::ops::Range<usize>,
+    /// Fragment of each key, in the client's key order.
+    pub key_frag: Vec<u16>,
+    /// Replies by fragment.
+    pub frags: Vec<Option<Bytes>>,
+}
+
+struct Entry {
+    outstanding: u16,
+    slot: Slot,
+}
+
+/// The in-order queue of one client connection, shared with the backends that fill it.
+pub struct Pending {
+    entries: RefCell<VecDeque<Entry>>,
+    head: Cell<Seq>,
+    /// Signalled when the head request completes.
+    pub ready: Notify,
+    /// Gathers kept for reuse, so a steady multi-get load allocates nothing.
+    spare: RefCell<Vec<Box<Gather>>>,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            entries: RefCell::new(VecDeque::with_capacity(16)),
+            head: Cell::new(0),
+            ready: Notify::new(),
+            spare: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl Pending {
+    /// Adds a request waiting for `outstanding` replies; returns its sequence number.
+    pub fn push(&self, slot: Slot, outstanding: u16) -> Seq {
+        let mut entries = self.entries.borrow_mut();
+        entries.push_back(Entry { outstanding, slot });
+        self.head.get() + entries.len() as Seq - 1
+    }
+
+    /// The number of requests not yet written back.
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.borrow().is_empty()
+    }
+
+    /// True when the oldest request has all its replies.
+    pub fn head_ready(&self) -> bool {
+        self.entries
+            .borrow()
+            .front()
+            .is_some_and(|e| e.outstanding == 0)
+    }
+
+    /// A reusable gather, empty.
+    pub fn gather(&self) -> Box<Gather> {
+        self.spare.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Records reply `reply` for fragment `frag` of request `seq`.
+    pub fn deliver(&self, seq: Seq, frag: u16, reply: Bytes) {
+        let mut entries = self.entries.borrow_mut();
+        let Some(index) = seq.checked_sub(self.head.get()) else {
+            return;
+        };
+        let Some(entry) = entries.get_mut(index as usize) else {
+            return;
+        };
+        match &mut entry.slot {
+            Slot::Reply(r) | Slot::Quiet(_, r) => *r = Some(reply),
+            Slot::Gather(g) => g.frags[frag as usize] = Some(reply),
+            Slot::AllOk(first) => {
+                if first.is_none() && &reply[..] != b"OK\r\n" {
+                    *first = Some(reply);
+                }
+            }
+            Slot::Close(_) => {}
+        }
+        entry.outstanding = entry.outstanding.saturating_sub(1);
+        if index == 0 && entry.outstanding == 0 {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Writes every finished request at the head into `out`, in order. Returns true when a
+    /// `Close` was reached: nothing after it is written.
+    pub fn drain_into(&self, out: &mut BytesMut) -> bool {
+        loop {
+            let entry = {
+                let mut entries = self.entries.borrow_mut();
+                match entries.front() {
+                    Some(e) if e.outstanding == 0 => {}
+                    _ => return false,
+                }
+                self.head.set(self.head.get() + 1);
+                entries.pop_front().expect("front checked")
+            };
+            match entry.slot {
+                Slot::Reply(r) => {
+                    out.put_slice(r.as_deref().unwrap_or(b"SERVER_ERROR no reply\r\n"))
+                }
+                Slot::Quiet(cmd, r) => {
+                    let r = r.as_deref().unwrap_or(b"SERVER_ERROR no reply\r\n");
+                    if !quiet_hides(cmd, r) {
+                        out.put_slice(r);
+                    }
+                }
+                Slot::AllOk(first) => out.put_slice(first.as_deref().unwrap_or(b"OK\r\n")),
+                Slot::Gather(mut g) => {
+                    merge(&g, out);
+                    g.frags.clear();
+                    g.key_frag.clear();
+                    g.request = Bytes::new();
+                    self.spare.borrow_mut().push(g);
+                }
+                Slot::Close(last) => {
+                    if let Some(line) = last {
+                        out.put_slice(line);
+                    }
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// The replies a meta command's `q` flag hides, as memcached 1.6 hides them.
+fn quiet_hides(cmd: Command, reply: &[u8]) -> bool {
+    match cmd {
+        Command::MetaGet => reply.starts_with(b"EN"),
+        Command::MetaSet | Command::MetaDelete => reply.starts_with(b"HD"),
+        Command::MetaArithmetic => reply.starts_with(b"HD") || reply.starts_with(b"VA "),
+        _ => false,
+    }
+}
+
+/// Merges per-server retrieval replies into one, in the client's key order, with one END.
+/// A key whose server failed is a miss; when every server failed, the first error is the reply.
+fn merge(g: &Gather, out: &mut BytesMut) {
+    let failed = |r: &Option<Bytes>| r.as_deref().is_none_or(is_error);
+    if g.frags.iter().all(failed) {
+        out.put_slice(
+            g.frags
+                .iter()
+                .flatten()
+                .next()
+                .map_or(&b"SERVER_ERROR no reply\r\n"[..], |r| &r[..]),
+        );
+        return;
+    }
+    // Each server answers its keys' hits in the order they were asked, so one cursor per
+    // fragment walks its reply while the keys are walked in the client's order.
+    let mut cursors: Vec<_> = g
+        .frags
+        .iter()
+        .map(|r| match r {
+            Some(r) if !is_error(r) => value_blocks(r).peekable(),
+            _ => value_blocks(&[]).peekable(),
+        })
+        .collect();
+    let keys = g.request[g.keys.clone()]
+        .split(|&b| b == b' ')
+        .filter(|k| !k.is_empty());
+    for (key, &frag) in keys.zip(&g.key_frag) {
+        let cursor = &mut cursors[frag as usize];
+        if cursor.peek().is_some_and(|b| b.key == key) {
+            let block = cursor.next().expect("peeked");
+            out.put_slice(block.block);
+        }
+    }
+    out.put_slice(b"END\r\n");
+}

@@ -1,0 +1,320 @@
+//! Counters, kept per worker without locks, and nutcracker's stats JSON built from their sum.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// A counter written by one worker thread only and read by the stats thread: a plain load and
+/// store, no locked read-modify-write on the hot path.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+    pub fn incr(&self) {
+        self.add(1);
+    }
+    pub fn decr(&self) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(1),
+            Ordering::Relaxed,
+        );
+    }
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+macro_rules! counters {
+    ($(#[$m:meta])* $name:ident { $($field:ident: $desc:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Default)]
+        pub struct $name { $(#[doc = $desc] pub $field: Counter,)* }
+        impl $name {
+            /// Field names with nutcracker's descriptions, in nutcracker's order.
+            pub const FIELDS: &'static [(&'static str, &'static str)] = &[$((stringify!($field), $desc)),*];
+            fn values(&self) -> impl Iterator<Item = u64> + '_ { [$(self.$field.get()),*].into_iter() }
+        }
+    };
+}
+
+counters!(
+    /// One pool's counters in one worker.
+    PoolCounters {
+        client_eof: "# eof on client connections",
+        client_err: "# errors on client connections",
+        client_connections: "# active client connections",
+        server_ejects: "# times backend server was ejected",
+        forward_error: "# times we encountered a forwarding error",
+        fragments: "# fragments created from a multi-vector request",
+    }
+);
+
+counters!(
+    /// One server's counters in one worker.
+    ServerCounters {
+        server_eof: "# eof on server connections",
+        server_err: "# errors on server connections",
+        server_timedout: "# timeouts on server connections",
+        server_connections: "# active server connections",
+        server_ejected_at: "timestamp when server was ejected in usec since epoch",
+        requests: "# requests",
+        request_bytes: "total request bytes",
+        responses: "# responses",
+        response_bytes: "total response bytes",
+        in_queue: "# requests in incoming queue",
+        in_queue_bytes: "current request bytes in incoming queue",
+        out_queue: "# requests in outgoing queue",
+        out_queue_bytes: "current request bytes in outgoing queue",
+    }
+);
+
+/// Counters that are set, not summed, across workers (a timestamp).
+const MAX_NOT_SUM: &[&str] = &["server_ejected_at"];
+
+/// One pool's counters in one worker, with its servers'.
+#[derive(Debug)]
+pub struct PoolStats {
+    pub pool: PoolCounters,
+    pub servers: Vec<ServerCounters>,
+}
+
+impl PoolStats {
+    pub fn new(servers: usize) -> PoolStats {
+        PoolStats {
+            pool: PoolCounters::default(),
+            servers: (0..servers).map(|_| ServerCounters::default()).collect(),
+        }
+    }
+}
+
+/// Process-wide connection counters (the stats document's top level).
+#[derive(Debug, Default)]
+pub struct ProcessCounters {
+    pub total_connections: AtomicU64,
+    pub curr_connections: AtomicU64,
+}
+
+/// The names the document shows: each pool with its servers, in config order.
+#[derive(Debug, Clone)]
+pub struct PoolNames {
+    pub name: String,
+    pub servers: Vec<String>,
+}
+
+/// Everything the stats endpoint reads.
+#[derive(Debug)]
+pub struct Registry {
+    pub started: Instant,
+    pub source: String,
+    pub process: ProcessCounters,
+    pub pools: Vec<PoolNames>,
+    /// `workers[w][p]`: pool `p`'s counters in worker `w`.
+    pub workers: Vec<Vec<Arc<PoolStats>>>,
+}
+
+impl Registry {
+    pub fn new(pools: Vec<PoolNames>, workers: usize) -> Registry {
+        let workers = (0..workers)
+            .map(|_| {
+                pools
+                    .iter()
+                    .map(|p| Arc::new(PoolStats::new(p.servers.len())))
+                    .collect()
+            })
+            .collect();
+        Registry {
+            started: Instant::now(),
+            source: hostname(),
+            process: ProcessCounters::default(),
+            pools,
+            workers,
+        }
+    }
+
+    /// nutcracker's stats JSON: the same fields, pools and servers by name.
+    pub fn render_json(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut out = String::with_capacity(1024);
+        let _ = write!(
+            out,
+            "{{\"service\":\"nutcracker\", \"source\":{}, \"version\":\"0.5.0\", \"walnut_version\":\"{}\", \"uptime\":{}, \"timestamp\":{}, \"total_connections\":{}, \"curr_connections\":{}",
+            json_string(&self.source),
+            env!("CARGO_PKG_VERSION"),
+            self.started.elapsed().as_secs(),
+            now,
+            self.process.total_connections.load(Ordering::Relaxed),
+            self.process.curr_connections.load(Ordering::Relaxed),
+        );
+        for (p, names) in self.pools.iter().enumerate() {
+            let _ = write!(out, ", {}: {{", json_string(&names.name));
+            let sums = sum(
+                self.workers.iter().map(|w| w[p].pool.values()),
+                PoolCounters::FIELDS,
+            );
+            write_fields(&mut out, PoolCounters::FIELDS, &sums);
+            for (s, server) in names.servers.iter().enumerate() {
+                let sums = sum(
+                    self.workers.iter().map(|w| w[p].servers[s].values()),
+                    ServerCounters::FIELDS,
+                );
+                let _ = write!(out, ", {}: {{", json_string(server));
+                write_fields(&mut out, ServerCounters::FIELDS, &sums);
+                out.push('}');
+            }
+            out.push('}');
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// memcached-style `STAT` lines for the `stats` command, answered by walnut itself.
+    pub fn render_memcached(&self, pool: usize) -> String {
+        let mut out = String::with_capacity(512);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let stat = |out: &mut String, k: &str, v: &dyn std::fmt::Display| {
+            let _ = write!(out, "STAT {k} {v}\r\n");
+        };
+        stat(&mut out, "pid", &std::process::id());
+        stat(&mut out, "uptime", &self.started.elapsed().as_secs());
+        stat(&mut out, "time", &now);
+        stat(&mut out, "version", &crate::VERSION_LINE);
+        stat(&mut out, "threads", &self.workers.len());
+        stat(
+            &mut out,
+            "curr_connections",
+            &self.process.curr_connections.load(Ordering::Relaxed),
+        );
+        stat(
+            &mut out,
+            "total_connections",
+            &self.process.total_connections.load(Ordering::Relaxed),
+        );
+        if let Some(names) = self.pools.get(pool) {
+            stat(&mut out, "pool", &names.name);
+            let sums = sum(
+                self.workers.iter().map(|w| w[pool].pool.values()),
+                PoolCounters::FIELDS,
+            );
+            for ((k, _), v) in PoolCounters::FIELDS.iter().zip(&sums) {
+                stat(&mut out, k, v);
+            }
+            for (s, server) in names.servers.iter().enumerate() {
+                let sums = sum(
+                    self.workers.iter().map(|w| w[pool].servers[s].values()),
+                    ServerCounters::FIELDS,
+                );
+                for ((k, _), v) in ServerCounters::FIELDS.iter().zip(&sums) {
+                    stat(&mut out, &format!("{server}:{k}"), v);
+                }
+            }
+        }
+        out.push_str("END\r\n");
+        out
+    }
+}
+
+/// Sums per-worker values field by field (timestamps take the latest instead).
+fn sum<I: Iterator<Item = u64>>(
+    workers: impl Iterator<Item = I>,
+    fields: &[(&str, &str)],
+) -> Vec<u64> {
+    let mut sums = vec![0u64; fields.len()];
+    for values in workers {
+        for ((s, v), (name, _)) in sums.iter_mut().zip(values).zip(fields) {
+            if MAX_NOT_SUM.contains(name) {
+                *s = (*s).max(v);
+            } else {
+                *s = s.wrapping_add(v);
+            }
+        }
+    }
+    sums
+}
+
+fn write_fields(out: &mut String, fields: &[(&str, &str)], values: &[u64]) {
+    for (i, ((name, _), v)) in fields.iter().zip(values).enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(out, "{sep}\"{name}\":{v}");
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The text `nutcracker -D` prints, with walnut's name.
+pub fn describe() -> String {
+    let mut out = String::from("pool stats:\n");
+    for (k, d) in PoolCounters::FIELDS {
+        let _ = writeln!(out, "  {k:<20}\"{d}\"");
+    }
+    out.push_str("\nserver stats:\n");
+    for (k, d) in ServerCounters::FIELDS {
+        let _ = writeln!(out, "  {k:<20}\"{d}\"");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_nutcrackers_shape_and_sums_workers() {
+        let reg = Registry::new(
+            vec![PoolNames {
+                name: "alpha".into(),
+                servers: vec!["one".into(), "127.0.0.1:11212".into()],
+            }],
+            2,
+        );
+        reg.workers[0][0].servers[1].requests.add(3);
+        reg.workers[1][0].servers[1].requests.add(4);
+        reg.workers[1][0].pool.fragments.incr();
+        let json = reg.render_json();
+        assert!(
+            json.starts_with("{\"service\":\"nutcracker\", \"source\":"),
+            "{json}"
+        );
+        assert!(json.contains("\"alpha\": {\"client_eof\":0, \"client_err\":0, \"client_connections\":0, \"server_ejects\":0, \"forward_error\":0, \"fragments\":1, \"one\": {\"server_eof\":0"), "{json}");
+        assert!(json.contains("\"127.0.0.1:11212\": {\"server_eof\":0, \"server_err\":0, \"server_timedout\":0, \"server_connections\":0, \"server_ejected_at\":0, \"requests\":7,"), "{json}");
+    }
+}

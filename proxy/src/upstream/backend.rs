@@ -1,0 +1,289 @@
+//! One connection to one memcached server, owned by one worker: requests from many clients are
+//! pipelined on it, written in batches, and each reply is handed to the request it belongs to.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::ServerAddr;
+use crate::memcache::ReplyScanner;
+use crate::session::pending::{Pending, Seq};
+use crate::stats::PoolStats;
+
+/// Who gets a reply.
+pub enum Dest {
+    /// Nobody: a `noreply` request (forwarded without `noreply` so replies stay in step).
+    Discard,
+    /// Fragment `frag` of request `seq` of a client connection.
+    Slot {
+        pending: Rc<Pending>,
+        seq: Seq,
+        frag: u16,
+    },
+}
+
+struct Inflight {
+    dest: Dest,
+    deadline: Option<Instant>,
+}
+
+/// Why a server could not answer; the text is the `SERVER_ERROR` line the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Refused,
+    Reset,
+    Closed,
+    TimedOut,
+    ConnectTimedOut,
+    BadReply,
+    Unreachable,
+}
+
+impl Failure {
+    /// The reply line sent to each request this failure took down.
+    pub fn reply(self) -> Bytes {
+        Bytes::from_static(match self {
+            Failure::Refused => b"SERVER_ERROR Connection refused\r\n",
+            Failure::Reset => b"SERVER_ERROR Connection reset by peer\r\n",
+            Failure::Closed => b"SERVER_ERROR Connection closed by server\r\n",
+            Failure::TimedOut => b"SERVER_ERROR Connection timed out\r\n",
+            Failure::ConnectTimedOut => b"SERVER_ERROR Connection timed out while connecting\r\n",
+            Failure::BadReply => b"SERVER_ERROR Invalid reply from server\r\n",
+            Failure::Unreachable => b"SERVER_ERROR Server unreachable\r\n",
+        })
+    }
+
+    fn from_io(e: &std::io::Error) -> Failure {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            ConnectionRefused => Failure::Refused,
+            ConnectionReset | ConnectionAborted | BrokenPipe => Failure::Reset,
+            TimedOut => Failure::TimedOut,
+            UnexpectedEof => Failure::Closed,
+            _ => Failure::Unreachable,
+        }
+    }
+}
+
+/// Static facts about the server this connection goes to.
+pub struct Target {
+    pub addr: ServerAddr,
+    pub name: String,
+    pub timeout: Option<Duration>,
+    pub tcpkeepalive: bool,
+    pub stats: Arc<PoolStats>,
+    pub index: usize,
+}
+
+/// The state shared between the clients that enqueue and the task that drives the socket.
+pub struct Backend {
+    target: Rc<Target>,
+    /// Bytes waiting to be written.
+    queue: RefCell<BytesMut>,
+    /// Requests written or queued, in order; replies come back in this order.
+    inflight: RefCell<VecDeque<Inflight>>,
+    /// Wakes the task: work was queued.
+    wake: Notify,
+    /// The driving task is running (connected, or connecting).
+    running: Cell<bool>,
+}
+
+/// The most bytes read from a server in one call; replies are sliced out of this buffer.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Backend {
+    pub fn new(target: Rc<Target>) -> Rc<Backend> {
+        Rc::new(Backend {
+            target,
+            queue: RefCell::new(BytesMut::with_capacity(READ_CHUNK)),
+            inflight: RefCell::new(VecDeque::with_capacity(64)),
+            wake: Notify::new(),
+            running: Cell::new(false),
+        })
+    }
+
+    /// Queues a request: `write` appends its bytes; its reply goes to `dest`.
+    pub fn send(self: &Rc<Self>, dest: Dest, write: impl FnOnce(&mut BytesMut)) {
+        let was_idle = {
+            let mut queue = self.queue.borrow_mut();
+            let before = queue.len();
+            write(&mut queue);
+            let stats = &self.target.stats.servers[self.target.index];
+            stats.requests.incr();
+            stats.request_bytes.add((queue.len() - before) as u64);
+            before == 0
+        };
+        let deadline = self.target.timeout.map(|t| Instant::now() + t);
+        self.inflight
+            .borrow_mut()
+            .push_back(Inflight { dest, deadline });
+        if !self.running.get() {
+            self.running.set(true);
+            tokio::task::spawn_local(Rc::clone(self).run());
+        } else if was_idle {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Opens the connection ahead of the first request (`preconnect`).
+    pub fn preconnect(self: &Rc<Self>) {
+        if !self.running.get() {
+            self.running.set(true);
+            tokio::task::spawn_local(Rc::clone(self).run());
+        }
+    }
+
+    /// Connects, then drives the connection until it fails or has nothing left to do.
+    async fn run(self: Rc<Self>) {
+        let stats = &self.target.stats.servers[self.target.index];
+        let result = match self.connect().await {
+            Ok(Stream::Tcp(s)) => {
+                stats.server_connections.incr();
+                let (r, w) = s.into_split();
+                let res = self.drive(r, w).await;
+                stats.server_connections.decr();
+                res
+            }
+            Ok(Stream::Unix(s)) => {
+                stats.server_connections.incr();
+                let (r, w) = s.into_split();
+                let res = self.drive(r, w).await;
+                stats.server_connections.decr();
+                res
+            }
+            Err(f) => Err(f),
+        };
+        if let Err(failure) = result {
+            match failure {
+                Failure::TimedOut | Failure::ConnectTimedOut => stats.server_timedout.incr(),
+                Failure::Closed => stats.server_eof.incr(),
+                _ => stats.server_err.incr(),
+            }
+            tracing::warn!(server = %self.target.name, reason = ?failure, "server connection failed");
+            self.fail_all(failure);
+        }
+        self.running.set(false);
+        // Work queued while we were failing starts a fresh connection.
+        if !self.inflight.borrow().is_empty() {
+            self.running.set(true);
+            tokio::task::spawn_local(Rc::clone(&self).run());
+        }
+    }
+
+    async fn connect(&self) -> Result<Stream, Failure> {
+        let limit = self.target.timeout.unwrap_or(Duration::from_secs(10));
+        let attempt = async {
+            match &self.target.addr {
+                ServerAddr::Tcp { addr, .. } => {
+                    let socket = if addr.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()
+                    } else {
+                        tokio::net::TcpSocket::new_v6()
+                    }?;
+                    if self.target.tcpkeepalive {
+                        socket.set_keepalive(true)?;
+                    }
+                    let s = socket.connect(*addr).await?;
+                    s.set_nodelay(true)?;
+                    Ok(Stream::Tcp(s))
+                }
+                ServerAddr::Unix { path } => {
+                    Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?))
+                }
+            }
+        };
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(Failure::from_io(&e)),
+            Err(_) => Err(Failure::ConnectTimedOut),
+        }
+    }
+
+    /// Writes queued requests and reads replies until the connection fails or goes idle.
+    async fn drive<R, W>(&self, mut rd: R, mut wr: W) -> Result<(), Failure>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let stats = &self.target.stats.servers[self.target.index];
+        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        let mut sending = BytesMut::with_capacity(READ_CHUNK);
+        let mut scanner = ReplyScanner::default();
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            if sending.is_empty() {
+                sending.clear();
+                std::mem::swap(&mut sending, &mut *self.queue.borrow_mut());
+            }
+            // The oldest request's deadline bounds how long we wait for any reply.
+            let head_deadline = self.inflight.borrow().front().and_then(|i| i.deadline);
+            if head_deadline != armed {
+                if let Some(d) = head_deadline {
+                    timer.as_mut().reset(d);
+                }
+                armed = head_deadline;
+            }
+            tokio::select! {
+                biased;
+                r = rd.read_buf(&mut rbuf) => {
+                    match r {
+                        Ok(0) => return Err(Failure::Closed),
+                        Ok(_) => {}
+                        Err(e) => return Err(Failure::from_io(&e)),
+                    }
+                    while let Some(n) = scanner.next(&rbuf).map_err(|_| Failure::BadReply)? {
+                        let reply = rbuf.split_to(n).freeze();
+                        let Some(entry) = self.inflight.borrow_mut().pop_front() else {
+                            return Err(Failure::BadReply);
+                        };
+                        stats.responses.incr();
+                        stats.response_bytes.add(reply.len() as u64);
+                        if let Dest::Slot { pending, seq, frag } = entry.dest {
+                            pending.deliver(seq, frag, reply);
+                        }
+                    }
+                    if rbuf.capacity() - rbuf.len() < 1024 {
+                        rbuf.reserve(READ_CHUNK);
+                    }
+                }
+                r = wr.write(&sending), if !sending.is_empty() => {
+                    match r {
+                        Ok(0) => return Err(Failure::Closed),
+                        Ok(n) => sending.advance(n),
+                        Err(e) => return Err(Failure::from_io(&e)),
+                    }
+                }
+                () = &mut timer, if armed.is_some() => {
+                    return Err(Failure::TimedOut);
+                }
+                () = self.wake.notified(), if sending.is_empty() => {}
+            }
+        }
+    }
+
+    /// Answers every request on this connection, in order, with the failure's error.
+    fn fail_all(&self, failure: Failure) {
+        self.queue.borrow_mut().clear();
+        let entries = std::mem::take(&mut *self.inflight.borrow_mut());
+        let reply = failure.reply();
+        for entry in entries {
+            if let Dest::Slot { pending, seq, frag } = entry.dest {
+                pending.deliver(seq, frag, reply.clone());
+            }
+        }
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}

@@ -1,0 +1,120 @@
+//! A pool's servers: the ring shared by every worker, and each worker's own connections.
+
+pub mod backend;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Pool;
+use crate::ring::{Ring, RingServer};
+use crate::stats::{PoolStats, Registry};
+pub use backend::{Backend, Dest, Failure, Target};
+
+/// What every worker shares about a pool: its config and its ring (swapped whole, never locked).
+pub struct PoolShared {
+    pub index: usize,
+    pub config: Pool,
+    /// The name each server goes by in the ring, the logs and the stats.
+    pub names: Vec<String>,
+    pub ring: ArcSwap<Ring>,
+    /// Client connections open across all workers.
+    pub clients: AtomicU32,
+}
+
+impl PoolShared {
+    pub fn new(index: usize, config: Pool) -> PoolShared {
+        let names: Vec<String> = config.servers.iter().map(|s| s.ring_name()).collect();
+        let servers: Vec<RingServer> = names
+            .iter()
+            .zip(&config.servers)
+            .map(|(n, s)| RingServer {
+                name: n.as_bytes(),
+                weight: s.weight,
+            })
+            .collect();
+        let ring = Ring::build(config.distribution, &servers, &[]);
+        PoolShared {
+            index,
+            config,
+            names,
+            ring: ArcSwap::from_pointee(ring),
+            clients: AtomicU32::new(0),
+        }
+    }
+}
+
+/// One server's connections in one worker, used in turn.
+struct ServerConns {
+    conns: Vec<Rc<Backend>>,
+    next: Cell<usize>,
+}
+
+/// One worker's view of a pool.
+pub struct WorkerPool {
+    pub shared: Arc<PoolShared>,
+    pub stats: Arc<PoolStats>,
+    pub registry: Arc<Registry>,
+    servers: Vec<ServerConns>,
+}
+
+impl WorkerPool {
+    pub fn new(
+        shared: Arc<PoolShared>,
+        stats: Arc<PoolStats>,
+        registry: Arc<Registry>,
+    ) -> WorkerPool {
+        let cfg = &shared.config;
+        let servers = cfg
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                let target = Rc::new(Target {
+                    addr: spec.addr.clone(),
+                    name: shared.names[index].clone(),
+                    timeout: cfg.timeout,
+                    tcpkeepalive: cfg.tcpkeepalive,
+                    stats: Arc::clone(&stats),
+                    index,
+                });
+                let n = cfg.server_connections.max(1) as usize;
+                ServerConns {
+                    conns: (0..n).map(|_| Backend::new(Rc::clone(&target))).collect(),
+                    next: Cell::new(0),
+                }
+            })
+            .collect();
+        WorkerPool {
+            shared,
+            stats,
+            registry,
+            servers,
+        }
+    }
+
+    /// The connection the next request to `server` goes on (round robin over `server_connections`).
+    pub fn backend(&self, server: usize) -> &Rc<Backend> {
+        let s = &self.servers[server];
+        let i = s.next.get();
+        s.next.set(if i + 1 == s.conns.len() { 0 } else { i + 1 });
+        &s.conns[i]
+    }
+
+    /// How many servers the pool has.
+    pub fn server_count(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Opens every connection now (`preconnect: true`).
+    pub fn preconnect(&self) {
+        for s in &self.servers {
+            for b in &s.conns {
+                b.preconnect();
+            }
+        }
+    }
+}
