@@ -171,11 +171,11 @@ fn worker(
     local.block_on(&rt, async move {
         let live = Rc::new(Live::default());
         for (p, listener) in pools.iter().zip(listeners) {
-            let wp = Rc::new(WorkerPool::new(
+            let wp = WorkerPool::new(
                 Arc::clone(p),
                 Arc::clone(&registry.workers[index][p.index]),
                 Arc::clone(&registry),
-            ));
+            );
             if p.config.preconnect {
                 wp.preconnect();
             }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::pending::{Pending, Slot};
-use crate::memcache::{Command, Request};
+use crate::memcache::{Command, Request, decode};
 use crate::upstream::{Dest, WorkerPool};
 
 /// The `version` reply: the memcached protocol level walnut speaks, then walnut's own version,
@@ -142,34 +142,16 @@ fn retrieve_many(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>, scratc
     gather.frags.resize(frags, None);
     let seq = pending.push(Slot::Gather(gather), frags as u16);
     pool.stats.pool.fragments.add(frags as u64);
-    let prefix = req.retrieval_prefix();
     for (frag, &server) in scratch.frag_servers.iter().enumerate() {
+        let frag = frag as u16;
         let dest = Dest::Slot {
             pending: Rc::clone(pending),
             seq,
-            frag: frag as u16,
+            frag,
         };
-        let key_frag = &scratch.servers;
-        pool.backend(server as usize).send(dest, |buf| {
-            write_retrieval(buf, prefix, req, key_frag, frag as u16)
-        });
+        pool.backend(server as usize)
+            .send(dest, |buf| pending.write_fragment(seq, frag, buf));
     }
-}
-
-/// `<prefix><key> <key> ...\r\n` with the keys of fragment `frag`, in the client's order.
-fn write_retrieval(buf: &mut BytesMut, prefix: &[u8], req: &Request, key_frag: &[u16], frag: u16) {
-    buf.put_slice(prefix);
-    let mut first = true;
-    for (key, &f) in req.keys().zip(key_frag) {
-        if f == frag {
-            if !first {
-                buf.put_u8(b' ');
-            }
-            buf.put_slice(key);
-            first = false;
-        }
-    }
-    buf.put_slice(b"\r\n");
 }
 
 /// `flush_all` goes to every server; the client hears `OK` only when all of them said it.
@@ -190,5 +172,52 @@ fn broadcast(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>) {
             buf.put_slice(head);
             buf.put_slice(tail);
         });
+    }
+}
+
+/// Sends a request that never reached its server (now ejected) to its key's new owner, with the
+/// same destination. A multi-key retrieval whose keys now live on several servers is split
+/// further. Without a live owner the request gets `error`.
+pub fn reroute(pool: &WorkerPool, bytes: Bytes, dest: Dest, error: &Bytes) {
+    let mut buf = BytesMut::from(&bytes[..]);
+    let req = match decode(&mut buf, usize::MAX) {
+        Ok(Some(req)) if req.command.is_keyed() => req,
+        _ => return settle(dest, error.clone()),
+    };
+    let cfg = &pool.shared.config;
+    let ring = pool.shared.ring.load();
+    if req.command.is_retrieval() && req.key_count() > 1 {
+        let mut servers = Vec::with_capacity(req.key_count());
+        for key in req.keys() {
+            match ring.locate(cfg.hash, cfg.hash_tag, key) {
+                Some(s) => servers.push(s as u16),
+                None => return settle(dest, Bytes::from_static(NO_SERVER)),
+            }
+        }
+        let Dest::Slot { pending, seq, frag } = dest else {
+            return;
+        };
+        for (server, frag) in pending.refragment(seq, frag, &req, &servers) {
+            let dest = Dest::Slot {
+                pending: Rc::clone(&pending),
+                seq,
+                frag,
+            };
+            pool.backend(server as usize)
+                .send(dest, |buf| pending.write_fragment(seq, frag, buf));
+        }
+        return;
+    }
+    let mut scratch = [0u8; 512];
+    let key = req.placement_key(&mut scratch);
+    match ring.locate(cfg.hash, cfg.hash_tag, key) {
+        Some(server) => pool.backend(server).send(dest, |buf| buf.put_slice(&bytes)),
+        None => settle(dest, Bytes::from_static(NO_SERVER)),
+    }
+}
+
+fn settle(dest: Dest, reply: Bytes) {
+    if let Dest::Slot { pending, seq, frag } = dest {
+        pending.deliver(seq, frag, reply);
     }
 }

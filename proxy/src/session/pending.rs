@@ -121,6 +121,94 @@ impl Pending {
         }
     }
 
+    /// Fragment `frag` of retrieval `seq` (sent as `req`) must go to new servers: `servers[i]`
+    /// for the i-th key of `req`. Keys are regrouped by server, each group a fragment (the first
+    /// keeps `frag`); returns (server, fragment) for each group. A retrieval that went whole to
+    /// one server becomes a gather here.
+    pub fn refragment(
+        &self,
+        seq: Seq,
+        frag: u16,
+        req: &crate::memcache::Request,
+        servers: &[u16],
+    ) -> Vec<(u16, u16)> {
+        let mut entries = self.entries.borrow_mut();
+        let Some(entry) = seq
+            .checked_sub(self.head.get())
+            .and_then(|i| entries.get_mut(i as usize))
+        else {
+            return Vec::new();
+        };
+        if let Slot::Reply(None) = entry.slot {
+            let mut g = self.spare.borrow_mut().pop().unwrap_or_default();
+            g.request = req.frame().clone();
+            g.keys = req.keys_range();
+            g.key_frag.clear();
+            g.key_frag.resize(servers.len(), frag);
+            g.frags.clear();
+            g.frags.resize(frag as usize + 1, None);
+            entry.slot = Slot::Gather(g);
+        }
+        let Slot::Gather(g) = &mut entry.slot else {
+            return Vec::new();
+        };
+        let mut groups: Vec<(u16, u16)> = Vec::new();
+        let positions = g
+            .key_frag
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| **f == frag)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>();
+        for (pos, &server) in positions.into_iter().zip(servers) {
+            let f = match groups.iter().find(|(s, _)| *s == server) {
+                Some(&(_, f)) => f,
+                None => {
+                    let f = if groups.is_empty() {
+                        frag
+                    } else {
+                        g.frags.push(None);
+                        (g.frags.len() - 1) as u16
+                    };
+                    groups.push((server, f));
+                    f
+                }
+            };
+            g.key_frag[pos] = f;
+        }
+        entry.outstanding += groups.len().saturating_sub(1) as u16;
+        groups
+    }
+
+    /// Writes the retrieval for fragment `frag` of gather `seq`: its command and its keys.
+    pub fn write_fragment(&self, seq: Seq, frag: u16, buf: &mut BytesMut) {
+        let entries = self.entries.borrow();
+        let Some(Entry {
+            slot: Slot::Gather(g),
+            ..
+        }) = seq
+            .checked_sub(self.head.get())
+            .and_then(|i| entries.get(i as usize))
+        else {
+            return;
+        };
+        buf.put_slice(&g.request[..g.keys.start]);
+        let keys = g.request[g.keys.clone()]
+            .split(|&b| b == b' ')
+            .filter(|k| !k.is_empty());
+        let mut first = true;
+        for (key, &f) in keys.zip(&g.key_frag) {
+            if f == frag {
+                if !first {
+                    buf.put_u8(b' ');
+                }
+                buf.put_slice(key);
+                first = false;
+            }
+        }
+        buf.put_slice(b"\r\n");
+    }
+
     /// Writes every finished request at the head into `out`, in order. Returns true when a
     /// `Close` was reached: nothing after it is written.
     pub fn drain_into(&self, out: &mut BytesMut) -> bool {

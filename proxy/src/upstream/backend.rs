@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use crate::config::ServerAddr;
 use crate::memcache::ReplyScanner;
 use crate::session::pending::{Pending, Seq};
 use crate::stats::PoolStats;
+use crate::upstream::WorkerPool;
+use crate::upstream::health::{self, Standing};
 
 /// Who gets a reply.
 pub enum Dest {
@@ -32,6 +34,8 @@ pub enum Dest {
 struct Inflight {
     dest: Dest,
     deadline: Option<Instant>,
+    /// Bytes of the request in the queue, so a request never written can be sent elsewhere.
+    len: u32,
 }
 
 /// Why a server could not answer; the text is the `SERVER_ERROR` line the client gets.
@@ -60,6 +64,19 @@ impl Failure {
         })
     }
 
+    /// The reason, for logs.
+    pub fn text(self) -> &'static str {
+        match self {
+            Failure::Refused => "connection refused",
+            Failure::Reset => "connection reset",
+            Failure::Closed => "connection closed by server",
+            Failure::TimedOut => "timed out",
+            Failure::ConnectTimedOut => "connect timed out",
+            Failure::BadReply => "invalid reply",
+            Failure::Unreachable => "unreachable",
+        }
+    }
+
     fn from_io(e: &std::io::Error) -> Failure {
         use std::io::ErrorKind::*;
         match e.kind() {
@@ -80,6 +97,8 @@ pub struct Target {
     pub tcpkeepalive: bool,
     pub stats: Arc<PoolStats>,
     pub index: usize,
+    /// The worker's pool, to re-route requests that never reached this server.
+    pub pool: Weak<WorkerPool>,
 }
 
 /// The state shared between the clients that enqueue and the task that drives the socket.
@@ -89,6 +108,9 @@ pub struct Backend {
     queue: RefCell<BytesMut>,
     /// Requests written or queued, in order; replies come back in this order.
     inflight: RefCell<VecDeque<Inflight>>,
+    /// How many of the oldest `inflight` requests were handed to the socket (they may have
+    /// reached the server); the rest are still only in `queue`.
+    written: Cell<usize>,
     /// Wakes the task: work was queued.
     wake: Notify,
     /// The driving task is running (connected, or connecting).
@@ -104,6 +126,7 @@ impl Backend {
             target,
             queue: RefCell::new(BytesMut::with_capacity(READ_CHUNK)),
             inflight: RefCell::new(VecDeque::with_capacity(64)),
+            written: Cell::new(0),
             wake: Notify::new(),
             running: Cell::new(false),
         })
@@ -111,19 +134,22 @@ impl Backend {
 
     /// Queues a request: `write` appends its bytes; its reply goes to `dest`.
     pub fn send(self: &Rc<Self>, dest: Dest, write: impl FnOnce(&mut BytesMut)) {
-        let was_idle = {
+        let (was_idle, len) = {
             let mut queue = self.queue.borrow_mut();
             let before = queue.len();
             write(&mut queue);
+            let len = queue.len() - before;
             let stats = &self.target.stats.servers[self.target.index];
             stats.requests.incr();
-            stats.request_bytes.add((queue.len() - before) as u64);
-            before == 0
+            stats.request_bytes.add(len as u64);
+            (before == 0, len as u32)
         };
         let deadline = self.target.timeout.map(|t| Instant::now() + t);
-        self.inflight
-            .borrow_mut()
-            .push_back(Inflight { dest, deadline });
+        self.inflight.borrow_mut().push_back(Inflight {
+            dest,
+            deadline,
+            len,
+        });
         if !self.running.get() {
             self.running.set(true);
             tokio::task::spawn_local(Rc::clone(self).run());
@@ -166,7 +192,7 @@ impl Backend {
                 Failure::Closed => stats.server_eof.incr(),
                 _ => stats.server_err.incr(),
             }
-            tracing::warn!(server = %self.target.name, reason = ?failure, "server connection failed");
+            tracing::warn!(server = %self.target.name, reason = failure.text(), "server connection failed");
             self.fail_all(failure);
         }
         self.running.set(false);
@@ -223,6 +249,7 @@ impl Backend {
             if sending.is_empty() {
                 sending.clear();
                 std::mem::swap(&mut sending, &mut *self.queue.borrow_mut());
+                self.written.set(self.inflight.borrow().len());
             }
             // The oldest request's deadline bounds how long we wait for any reply.
             let head_deadline = self.inflight.borrow().front().and_then(|i| i.deadline);
@@ -235,6 +262,7 @@ impl Backend {
             tokio::select! {
                 biased;
                 r = rd.read_buf(&mut rbuf) => {
+                    let mut replied = false;
                     match r {
                         Ok(0) => return Err(Failure::Closed),
                         Ok(_) => {}
@@ -245,6 +273,13 @@ impl Backend {
                         let Some(entry) = self.inflight.borrow_mut().pop_front() else {
                             return Err(Failure::BadReply);
                         };
+                        self.written.set(self.written.get().saturating_sub(1));
+                        if !replied {
+                            replied = true;
+                            if let Some(pool) = self.target.pool.upgrade() {
+                                pool.shared.record_success(self.target.index);
+                            }
+                        }
                         stats.responses.incr();
                         stats.response_bytes.add(reply.len() as u64);
                         if let Dest::Slot { pending, seq, frag } = entry.dest {
@@ -270,12 +305,44 @@ impl Backend {
         }
     }
 
-    /// Answers every request on this connection, in order, with the failure's error.
+    /// Settles every request on this connection after `failure`. Those that may have reached
+    /// the server get the error, in order. Those never written go to their keys' new owners
+    /// when the failure took the server out of the ring, and get the error otherwise.
     fn fail_all(&self, failure: Failure) {
-        self.queue.borrow_mut().clear();
+        let pool = self.target.pool.upgrade();
+        let standing = match &pool {
+            Some(pool) => {
+                let standing = pool.shared.record_failure(
+                    self.target.index,
+                    &self.target.stats,
+                    failure.text(),
+                );
+                if standing == Standing::EjectedNow {
+                    tokio::task::spawn_local(health::probe_until_alive(
+                        Arc::clone(&pool.shared),
+                        self.target.index,
+                    ));
+                }
+                standing
+            }
+            None => Standing::InRing,
+        };
+        let queued = std::mem::take(&mut *self.queue.borrow_mut()).freeze();
         let entries = std::mem::take(&mut *self.inflight.borrow_mut());
+        let written = self.written.replace(0);
         let reply = failure.reply();
-        for entry in entries {
+        let mut offset = 0usize;
+        for (i, entry) in entries.into_iter().enumerate() {
+            if i >= written {
+                let bytes = queued.slice(offset..offset + entry.len as usize);
+                offset += entry.len as usize;
+                if standing != Standing::InRing {
+                    if let Some(pool) = &pool {
+                        crate::session::dispatch::reroute(pool, bytes, entry.dest, &reply);
+                        continue;
+                    }
+                }
+            }
             if let Dest::Slot { pending, seq, frag } = entry.dest {
                 pending.deliver(seq, frag, reply.clone());
             }

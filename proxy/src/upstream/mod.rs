@@ -1,9 +1,10 @@
 //! A pool's servers: the ring shared by every worker, and each worker's own connections.
 
 pub mod backend;
+pub mod health;
 
 use std::cell::Cell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
@@ -13,6 +14,7 @@ use crate::config::Pool;
 use crate::ring::{Ring, RingServer};
 use crate::stats::{PoolStats, Registry};
 pub use backend::{Backend, Dest, Failure, Target};
+pub use health::{Health, Standing};
 
 /// What every worker shares about a pool: its config and its ring (swapped whole, never locked).
 pub struct PoolShared {
@@ -23,6 +25,9 @@ pub struct PoolShared {
     pub ring: ArcSwap<Ring>,
     /// Client connections open across all workers.
     pub clients: AtomicU32,
+    /// Each server's failures and ejection, shared by every worker.
+    pub health: Vec<Health>,
+    ring_lock: health::RingLock,
 }
 
 impl PoolShared {
@@ -39,10 +44,14 @@ impl PoolShared {
         let ring = Ring::build(config.distribution, &servers, &[]);
         PoolShared {
             index,
+            health: (0..config.servers.len())
+                .map(|_| Health::default())
+                .collect(),
             config,
             names,
             ring: ArcSwap::from_pointee(ring),
             clients: AtomicU32::new(0),
+            ring_lock: health::RingLock::default(),
         }
     }
 }
@@ -66,6 +75,15 @@ impl WorkerPool {
         shared: Arc<PoolShared>,
         stats: Arc<PoolStats>,
         registry: Arc<Registry>,
+    ) -> Rc<WorkerPool> {
+        Rc::new_cyclic(|me| WorkerPool::build(me, shared, stats, registry))
+    }
+
+    fn build(
+        me: &Weak<WorkerPool>,
+        shared: Arc<PoolShared>,
+        stats: Arc<PoolStats>,
+        registry: Arc<Registry>,
     ) -> WorkerPool {
         let cfg = &shared.config;
         let servers = cfg
@@ -80,6 +98,7 @@ impl WorkerPool {
                     tcpkeepalive: cfg.tcpkeepalive,
                     stats: Arc::clone(&stats),
                     index,
+                    pool: Weak::clone(me),
                 });
                 let n = cfg.server_connections.max(1) as usize;
                 ServerConns {

@@ -1,0 +1,178 @@
+//! Server health shared by every worker: failures counted as twemproxy counts them, ejection
+//! that rebuilds the ring at once, and a background probe that lets a server rejoin only once it
+//! answers again (nutcracker re-adds blindly and lets client requests pay for the retry).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::PoolShared;
+use crate::config::ServerAddr;
+use crate::ring::{Ring, RingServer};
+use crate::stats::PoolStats;
+
+/// One server's standing in its pool.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Failures since the last reply.
+    failures: AtomicU32,
+    ejected: AtomicBool,
+}
+
+impl Health {
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a server stands after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Still in the ring: requests to it fail with the error.
+    InRing,
+    /// Out of the ring already.
+    Ejected,
+    /// Ejected by this very failure: the caller starts the probe.
+    EjectedNow,
+}
+
+/// Serialises ring rebuilds so two ejections at once both end up in the ring.
+#[derive(Debug, Default)]
+pub struct RingLock(Mutex<()>);
+
+impl PoolShared {
+    /// A reply came from `server`: its failure count starts again.
+    pub fn record_success(&self, server: usize) {
+        let h = &self.health[server];
+        // A read first, so the common case writes nothing to the shared cache line.
+        if h.failures.load(Ordering::Relaxed) != 0 {
+            h.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection to `server` failed or closed: counts one failure, and ejects the server at
+    /// `server_failure_limit`. Once it is out of the ring, requests that never reached it may go
+    /// to their keys' new owners.
+    pub fn record_failure(&self, server: usize, stats: &PoolStats, reason: &str) -> Standing {
+        let cfg = &self.config;
+        if !cfg.auto_eject_hosts {
+            return Standing::InRing;
+        }
+        let h = &self.health[server];
+        if h.is_ejected() {
+            return Standing::Ejected;
+        }
+        let failures = h.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < cfg.server_failure_limit.max(1) {
+            return Standing::InRing;
+        }
+        if h.ejected
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return Standing::Ejected;
+        }
+        h.failures.store(0, Ordering::Relaxed);
+        self.rebuild_ring();
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        stats.pool.server_ejects.incr();
+        stats.servers[server].server_ejected_at.set(now_us);
+        tracing::warn!(
+            pool = %cfg.name,
+            server = %self.names[server],
+            reason,
+            failures,
+            retry_ms = cfg.server_retry_timeout.as_millis() as u64,
+            "server ejected"
+        );
+        Standing::EjectedNow
+    }
+
+    /// Rebuilds the ring from the servers not ejected, as nutcracker rebuilds its continuum.
+    pub fn rebuild_ring(&self) {
+        let _guard = self.ring_lock.0.lock().unwrap_or_else(|e| e.into_inner());
+        let live: Vec<bool> = self.health.iter().map(|h| !h.is_ejected()).collect();
+        let servers: Vec<RingServer> = self
+            .names
+            .iter()
+            .zip(&self.config.servers)
+            .map(|(n, s)| RingServer {
+                name: n.as_bytes(),
+                weight: s.weight,
+            })
+            .collect();
+        self.ring.store(std::sync::Arc::new(Ring::build(
+            self.config.distribution,
+            &servers,
+            &live,
+        )));
+    }
+
+    /// Brings `server` back into the ring after a successful probe.
+    fn rejoin(&self, server: usize) {
+        let h = &self.health[server];
+        h.failures.store(0, Ordering::Relaxed);
+        h.ejected.store(false, Ordering::Release);
+        self.rebuild_ring();
+        tracing::warn!(pool = %self.config.name, server = %self.names[server], "server rejoined after a successful probe");
+    }
+}
+
+/// Waits `server_retry_timeout`, then probes (connect, `version`) until the server answers,
+/// then puts it back in the ring. Runs on the worker that ejected the server.
+pub async fn probe_until_alive(pool: std::sync::Arc<PoolShared>, server: usize) {
+    let retry = pool
+        .config
+        .server_retry_timeout
+        .max(Duration::from_millis(1));
+    let limit = pool.config.timeout.unwrap_or(Duration::from_secs(1));
+    let addr = pool.config.servers[server].addr.clone();
+    loop {
+        tokio::time::sleep(retry).await;
+        match tokio::time::timeout(limit, probe(&addr)).await {
+            Ok(Ok(())) => {
+                pool.rejoin(server);
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::info!(pool = %pool.config.name, server = %pool.names[server], "probe failed: {e}")
+            }
+            Err(_) => {
+                tracing::info!(pool = %pool.config.name, server = %pool.names[server], "probe timed out")
+            }
+        }
+    }
+}
+
+async fn probe(addr: &ServerAddr) -> std::io::Result<()> {
+    async fn ask<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        mut s: S,
+    ) -> std::io::Result<()> {
+        s.write_all(b"version\r\n").await?;
+        let mut buf = [0u8; 256];
+        let mut have = 0;
+        loop {
+            let n = s.read(&mut buf[have..]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            have += n;
+            if buf[..have].contains(&b'\n') || have == buf.len() {
+                break;
+            }
+        }
+        if buf.starts_with(b"VERSION ") {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("unexpected reply to version"))
+        }
+    }
+    match addr {
+        ServerAddr::Tcp { addr, .. } => ask(tokio::net::TcpStream::connect(addr).await?).await,
+        ServerAddr::Unix { path } => ask(tokio::net::UnixStream::connect(path).await?).await,
+    }
+}
