@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Starts walnut the way ../shared/bench starts nutcracker (fnv1a_64, ketama, one connection per
+# server, preconnect, no timeout), for side-by-side runs:
+#   bench_mc.py --target nutcracker --target 'walnut,127.0.0.1:32200,bench/walnut-mc.sh {listen} {backends} 1'
+# Arguments: LISTEN BACKENDS(comma list) [WORKERS]
+set -euo pipefail
+listen=$1 backends=$2 workers=${3:-1}
+here=$(cd "$(dirname "$0")/.." && pwd)
+conf=$(mktemp -t walnut-bench-XXXXXX.yml)
+{
+  printf 'bench:\n  listen: %s\n  hash: fnv1a_64\n  distribution: ketama\n  backlog: 1024\n' "$listen"
+  printf '  preconnect: true\n  auto_eject_hosts: false\n  server_connections: 1\n  servers:\n'
+  IFS=, read -ra list <<<"$backends"
+  for b in "${list[@]}"; do printf '   - %s:1\n' "$b"; done
+} >"$conf"
+stats_port=$(( ${listen##*:} + 1 ))
+exec "$here/target/release/walnut" -c "$conf" -w "$workers" -s "$stats_port" -a 127.0.0.1 -v 4
