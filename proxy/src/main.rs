@@ -32,6 +32,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let plugins = match walnut::plugin::load(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!(
+                "walnut: configuration file '{}' syntax is invalid",
+                conf.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     if args.test_conf {
         println!(
             "walnut: configuration file '{}' syntax is ok",
@@ -39,7 +50,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match run(args, config) {
+    match run(args, config, plugins) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("walnut: {e}");
@@ -48,7 +59,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args, config: Config) -> Result<(), String> {
+fn run(args: Args, config: Config, plugins: walnut::plugin::Loaded) -> Result<(), String> {
     let workers = args
         .workers
         .map(usize::from)
@@ -57,7 +68,7 @@ fn run(args: Args, config: Config) -> Result<(), String> {
     let stats_addr = std::net::SocketAddr::new(args.stats_addr, args.stats_port);
     let stats_listener = walnut::admin::bind(stats_addr)
         .map_err(|e| format!("cannot listen for stats on {stats_addr}: {e}"))?;
-    let runtime = Runtime::bind(config, workers)?;
+    let runtime = Runtime::bind(config, plugins, workers)?;
     let log_file = match &args.output {
         Some(path) => Some(
             std::fs::OpenOptions::new()

@@ -56,6 +56,7 @@ counters!(
         server_ejects: "# times backend server was ejected",
         forward_error: "# times we encountered a forwarding error",
         fragments: "# fragments created from a multi-vector request",
+        plugin_errors: "# plugin calls that trapped, ran out of time or memory (walnut)",
     }
 );
 
@@ -314,7 +315,7 @@ mod tests {
             json.starts_with("{\"service\":\"nutcracker\", \"source\":"),
             "{json}"
         );
-        assert!(json.contains("\"alpha\": {\"client_eof\":0, \"client_err\":0, \"client_connections\":0, \"server_ejects\":0, \"forward_error\":0, \"fragments\":1, \"one\": {\"server_eof\":0"), "{json}");
+        assert!(json.contains("\"alpha\": {\"client_eof\":0, \"client_err\":0, \"client_connections\":0, \"server_ejects\":0, \"forward_error\":0, \"fragments\":1, \"plugin_errors\":0, \"one\": {\"server_eof\":0"), "{json}");
         assert!(json.contains("\"127.0.0.1:11212\": {\"server_eof\":0, \"server_err\":0, \"server_timedout\":0, \"server_connections\":0, \"server_ejected_at\":0, \"requests\":7,"), "{json}");
     }
 }

@@ -77,7 +77,11 @@ pub struct Runtime {
 
 impl Runtime {
     /// Binds every pool's listener; fails before any thread starts.
-    pub fn bind(config: Config, workers: usize) -> Result<Runtime, String> {
+    pub fn bind(
+        config: Config,
+        plugins: crate::plugin::Loaded,
+        workers: usize,
+    ) -> Result<Runtime, String> {
         let mut listeners = Vec::new();
         for pool in &config.pools {
             let l = Listener::bind(&pool.listen, pool.backlog).map_err(|e| {
@@ -93,7 +97,13 @@ impl Runtime {
             .pools
             .iter()
             .enumerate()
-            .map(|(i, p)| Arc::new(PoolShared::new(i, p.clone())))
+            .map(|(i, p)| {
+                Arc::new(PoolShared::new(
+                    i,
+                    p.clone(),
+                    plugins.pools.get(i).cloned().unwrap_or_default(),
+                ))
+            })
             .collect();
         let names = pools
             .iter()

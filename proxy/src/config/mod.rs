@@ -8,6 +8,7 @@ use crate::hash::HashKind;
 use crate::ring::Distribution;
 
 mod lines;
+mod plugins;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -87,6 +88,44 @@ pub struct Pool {
     /// Largest value accepted from a client (walnut key; memcached's `-I`, default 1 MiB).
     pub item_size_max: usize,
     pub servers: Vec<ServerSpec>,
+    /// walnut: plugins run for every request of the pool.
+    pub plugins: Vec<PluginSpec>,
+    /// walnut: per key-prefix plugin chains.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// What happens to a request whose plugin fails (traps, runs out of time or memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// The request fails: `SERVER_ERROR plugin failed`.
+    #[default]
+    FailClosed,
+    /// The request goes on as if the plugin were absent.
+    FailOpen,
+}
+
+/// One plugin of a pool or route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSpec {
+    /// The `.wasm` file, relative paths taken from the config file's folder.
+    pub path: PathBuf,
+    /// The plugin's `config:` block, as JSON for the plugin to deserialize.
+    pub config_json: String,
+    pub on_error: OnError,
+    /// How long one hook call may run (`time_budget_ms`, default 10).
+    pub time_budget: Duration,
+    /// The most linear memory the plugin may have (`memory_max_mb`, default 16).
+    pub memory_max: usize,
+    /// 1-based line of the entry.
+    pub line: usize,
+}
+
+/// A route: keys starting with `prefix` also run `plugins` (the longest prefix wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub prefix: String,
+    pub plugins: Vec<PluginSpec>,
+    pub line: usize,
 }
 
 /// Why a config file was refused.
@@ -124,7 +163,8 @@ impl Config {
             message: err.message,
         };
         let doc = raw::read(text).map_err(invalid)?;
-        let pools = validate::pools(&doc).map_err(invalid)?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let pools = validate::pools(&doc, base_dir).map_err(invalid)?;
         Ok(Config {
             path: path.to_path_buf(),
             pools,

@@ -43,6 +43,8 @@ pub(super) enum RawValue {
     Text(String),
     /// `servers:` entries with their lines.
     List(Vec<(String, usize)>),
+    /// walnut's structured keys (`plugins:`, `routes:`), kept as YAML.
+    Yaml(serde_yaml::Value),
 }
 
 /// A refusal located in the file.
@@ -100,6 +102,7 @@ pub(super) fn read(text: &str) -> Result<Doc, Located> {
                                 .map(|(text, node)| (text, lines[node]))
                                 .collect(),
                         ),
+                        TreeValue::Yaml(value) => RawValue::Yaml(value),
                     },
                 })
                 .collect(),
@@ -180,6 +183,7 @@ struct TreeKey {
 enum TreeValue {
     Text(String),
     List(Vec<(String, usize)>),
+    Yaml(serde_yaml::Value),
 }
 
 /// The whole document: a mapping of pool names to pools.
@@ -222,6 +226,9 @@ impl<'de> Visitor<'de> for Root<'_> {
         Ok(pools)
     }
 }
+
+/// walnut's keys whose values are structures, read whole.
+pub(super) const STRUCTURED_KEYS: [&str; 2] = ["plugins", "routes"];
 
 /// A pool name or a pool's key: a node.
 struct Key<'w, 'p> {
@@ -282,7 +289,9 @@ impl<'de> Visitor<'de> for PoolKeys<'_, '_> {
             pool: Some(self.pool),
         };
         while let Some((name, node)) = map.next_key_seed(key())? {
-            let value = if name == "servers" {
+            let value = if STRUCTURED_KEYS.contains(&name.as_str()) {
+                TreeValue::Yaml(map.next_value()?)
+            } else if name == "servers" {
                 TreeValue::List(map.next_value_seed(Items {
                     walk: self.walk,
                     pool: self.pool,

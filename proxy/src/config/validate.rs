@@ -28,7 +28,7 @@ const MAX_NUMBER: u32 = i32::MAX as u32;
 const MAX_UNIX_PATH: usize = 107;
 
 /// The keys a pool may have: nutcracker 0.5.0's, then walnut's own.
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 20] = [
     "listen",
     "hash",
     "hash_tag",
@@ -47,12 +47,14 @@ const KEYS: [&str; 18] = [
     "tcpkeepalive",
     "servers",
     "item_size_max",
+    "plugins",
+    "routes",
 ];
 
 const SERVER_FORMAT: &str = "host:port:weight [name] or /path.sock:weight [name]";
 
 /// Checks every pool, in file order, and the pools against each other.
-pub(super) fn pools(doc: &Doc) -> Result<Vec<Pool>, Located> {
+pub(super) fn pools(doc: &Doc, base_dir: &std::path::Path) -> Result<Vec<Pool>, Located> {
     if doc.pools.is_empty() {
         return Err(Located {
             line: 1,
@@ -69,7 +71,7 @@ pub(super) fn pools(doc: &Doc) -> Result<Vec<Pool>, Located> {
                 format!("a pool of this name is already on line {}", first.line),
             ));
         }
-        let pool = pool(raw)?;
+        let pool = pool(raw, base_dir)?;
         // nutcracker compares the text; two texts for one address would fail later, at bind.
         if let Some(other) = pools
             .iter()
@@ -103,7 +105,7 @@ impl RawPool {
             .find(|k| k.name == key)
             .and_then(|k| match &k.value {
                 RawValue::Text(text) => Some((text.as_str(), k.line)),
-                RawValue::List(_) => None,
+                RawValue::List(_) | RawValue::Yaml(_) => None,
             })
     }
 }
@@ -122,7 +124,7 @@ impl Scope<'_> {
     }
 }
 
-fn pool(raw: &RawPool) -> Result<Pool, Located> {
+fn pool(raw: &RawPool, base_dir: &std::path::Path) -> Result<Pool, Located> {
     let at = Scope { pool: &raw.name };
     if raw.name.is_empty() {
         return Err(at.err(raw.line, "a pool needs a name"));
@@ -151,6 +153,8 @@ fn pool(raw: &RawPool) -> Result<Pool, Located> {
     let mut item_size_max = DEFAULT_ITEM_SIZE_MAX;
     let mut servers = None;
     let mut redis_auth_line = None;
+    let mut plugins = Vec::new();
+    let mut routes = Vec::new();
 
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for key in &raw.keys {
@@ -167,6 +171,16 @@ fn pool(raw: &RawPool) -> Result<Pool, Located> {
         let text = match &key.value {
             RawValue::List(items) => {
                 servers = Some(server_list(&at, key.line, items)?);
+                continue;
+            }
+            RawValue::Yaml(value) => {
+                let fail = |what: String| at.err(key.line, what);
+                if name == "plugins" {
+                    plugins =
+                        super::plugins::plugin_list(value, key.line, base_dir).map_err(fail)?;
+                } else {
+                    routes = super::plugins::route_list(value, key.line, base_dir).map_err(fail)?;
+                }
                 continue;
             }
             RawValue::Text(text) => text.as_str(),
@@ -263,6 +277,8 @@ fn pool(raw: &RawPool) -> Result<Pool, Located> {
         client_connections,
         tcpkeepalive,
         item_size_max,
+        plugins,
+        routes,
         servers,
     })
 }

@@ -231,6 +231,56 @@ impl Request {
         }
     }
 
+    /// Writes the request as the backend must see it (without `noreply`/`q`), with its key
+    /// replaced by `key` when a plugin rewrote it.
+    pub fn write_forward(&self, buf: &mut bytes::BytesMut, key: Option<&[u8]>) {
+        let (head, tail) = self.forward_parts();
+        match key {
+            // The key always comes before the silencing token, so it lies within `head`.
+            Some(key) if self.keys.end <= head.len() => {
+                buf.extend_from_slice(&head[..self.keys.start]);
+                buf.extend_from_slice(key);
+                buf.extend_from_slice(&head[self.keys.end..]);
+            }
+            _ => buf.extend_from_slice(head),
+        }
+        buf.extend_from_slice(tail);
+    }
+
+    /// The storage fields a plugin sees: flags, exptime, value length (zeros elsewhere).
+    pub fn storage_fields(&self) -> (u32, i64, u32) {
+        let value_len = self.value.len() as u32;
+        let mut t = self.tokens();
+        match self.command {
+            Command::Set
+            | Command::Add
+            | Command::Replace
+            | Command::Append
+            | Command::Prepend
+            | Command::Cas => {
+                let _key = t.next();
+                let flags = t
+                    .next()
+                    .and_then(|f| std::str::from_utf8(f).ok()?.parse().ok())
+                    .unwrap_or(0);
+                let exptime = t
+                    .next()
+                    .and_then(|f| std::str::from_utf8(f).ok()?.parse().ok())
+                    .unwrap_or(0);
+                (flags, exptime, value_len)
+            }
+            Command::Touch | Command::Gat | Command::Gats => {
+                let skip = usize::from(self.command == Command::Touch);
+                let exptime = t
+                    .nth(skip)
+                    .and_then(|f| std::str::from_utf8(f).ok()?.parse().ok())
+                    .unwrap_or(0);
+                (0, exptime, 0)
+            }
+            _ => (0, 0, value_len),
+        }
+    }
+
     /// The numeric argument after the command of `flush_all`/`verbosity` style lines, if any.
     pub fn tokens(&self) -> impl Iterator<Item = &[u8]> {
         let line = &self.frame[..self.value.start.min(self.frame.len())];

@@ -7,6 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::pending::{Pending, Slot};
 use crate::memcache::{Command, Request, decode};
+use crate::plugin::{PoolPlugins, Verdict, chain::Placement};
 use crate::upstream::{Dest, WorkerPool};
 
 /// The `version` reply: the memcached protocol level walnut speaks, then walnut's own version,
@@ -30,46 +31,167 @@ const NO_SERVER: &[u8] = b"SERVER_ERROR no server available\r\n";
 
 /// Routes `req`; its reply (if any) is queued on `pending` in the client's order.
 pub fn dispatch(req: Request, pool: &WorkerPool, pending: &Rc<Pending>, scratch: &mut Scratch) {
+    if let Some(plugins) = &pool.plugins {
+        return filtered(req, pool, &mut plugins.borrow_mut(), pending, scratch);
+    }
+    route(&req, pool, None, pending, scratch);
+}
+
+/// The request after the plugins let it through (or with no plugins at all).
+fn route(
+    req: &Request,
+    pool: &WorkerPool,
+    plugins: Option<&mut PoolPlugins>,
+    pending: &Rc<Pending>,
+    scratch: &mut Scratch,
+) {
     match req.command {
-        Command::Version => {
-            pending.push(
-                Slot::Reply(Some(Bytes::from_static(VERSION_REPLY.as_bytes()))),
-                0,
-            );
-        }
+        Command::Version => reply(pending, Bytes::from_static(VERSION_REPLY.as_bytes())),
         Command::Verbosity => {
             if !req.is_noreply() {
-                pending.push(Slot::Reply(Some(Bytes::from_static(b"OK\r\n"))), 0);
+                reply(pending, Bytes::from_static(b"OK\r\n"));
             }
         }
-        Command::MetaNoop => {
-            pending.push(Slot::Reply(Some(Bytes::from_static(b"MN\r\n"))), 0);
-        }
+        Command::MetaNoop => reply(pending, Bytes::from_static(b"MN\r\n")),
         Command::Quit => {
             pending.push(Slot::Close(None), 0);
         }
         Command::Stats => {
-            let reply = if req.tokens().next().is_none() {
+            let text = if req.tokens().next().is_none() {
                 Bytes::from(pool.registry.render_memcached(pool.shared.index))
             } else {
                 Bytes::from_static(b"ERROR\r\n")
             };
-            pending.push(Slot::Reply(Some(reply)), 0);
+            reply(pending, text);
         }
-        Command::FlushAll => broadcast(&req, pool, pending),
-        c if c.is_retrieval() && req.key_count() > 1 => retrieve_many(&req, pool, pending, scratch),
-        _ => forward_one(&req, pool, pending),
+        Command::FlushAll => broadcast(req, pool, pending),
+        c if c.is_retrieval() && req.key_count() > 1 => {
+            retrieve_many(req, pool, plugins, None, pending, scratch)
+        }
+        _ => forward_one(req, pool, plugins, None, pending),
     }
 }
 
-/// Sends a one-key request to the server its key hashes to.
-fn forward_one(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>) {
+fn reply(pending: &Pending, bytes: Bytes) {
+    pending.push(Slot::Reply(Some(bytes)), 0);
+}
+
+/// Runs the pool's plugins (per key for retrievals), then routes what they let through.
+fn filtered(
+    req: Request,
+    pool: &WorkerPool,
+    plugins: &mut PoolPlugins,
+    pending: &Rc<Pending>,
+    scratch: &mut Scratch,
+) {
+    let stats = &pool.stats;
+    let command = req.command.name();
+    let refuse = |verdict: Verdict| {
+        if req.is_noreply() {
+            return;
+        }
+        let line = match verdict {
+            Verdict::Reject(message) => {
+                Bytes::from(format!("CLIENT_ERROR {}\r\n", one_line(&message)))
+            }
+            _ => Bytes::from_static(PLUGIN_FAILED),
+        };
+        reply(pending, line);
+    };
+    if !req.command.is_keyed() {
+        if req.command != Command::Quit {
+            match plugins.request(command, b"", (0, 0, 0), stats) {
+                Verdict::Continue(_) => {}
+                refused => return refuse(refused),
+            }
+        }
+        return route(&req, pool, Some(plugins), pending, scratch);
+    }
+    let storage = req.storage_fields();
+    if req.command.is_retrieval() {
+        // Per key; the first refusal answers for the whole request.
+        let mut sent: Option<Vec<Option<Vec<u8>>>> = None;
+        for (i, key) in req.keys().enumerate() {
+            match plugins.request(command, key, storage, stats) {
+                Verdict::Continue(None) => {}
+                Verdict::Continue(Some(new_key)) => {
+                    sent.get_or_insert_with(|| vec![None; req.key_count()])[i] = Some(new_key);
+                }
+                refused => return refuse(refused),
+            }
+        }
+        let sent = sent.map(|keys| {
+            let mut line = BytesMut::new();
+            for (key, new_key) in req.keys().zip(keys) {
+                if !line.is_empty() {
+                    line.put_u8(b' ');
+                }
+                line.put_slice(new_key.as_deref().unwrap_or(key));
+            }
+            line.freeze()
+        });
+        return retrieve_many(&req, pool, Some(plugins), sent, pending, scratch);
+    }
+    let mut scratch_key = [0u8; 512];
+    match plugins.request(command, req.placement_key(&mut scratch_key), storage, stats) {
+        Verdict::Continue(new_key) => {
+            forward_one(&req, pool, Some(plugins), new_key.as_deref(), pending)
+        }
+        refused => refuse(refused),
+    }
+}
+
+const PLUGIN_FAILED: &[u8] = b"SERVER_ERROR plugin failed\r\n";
+
+/// A plugin's message on one line, as the protocol needs.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The server for `key`: the plugins' choice if they make one (a named server only while it is
+/// in the ring), else the pool's ring.
+fn place(pool: &WorkerPool, plugins: Option<&mut PoolPlugins>, key: &[u8]) -> Option<usize> {
     let cfg = &pool.shared.config;
+    let ring = pool.shared.ring.load();
+    if let Some(plugins) = plugins.filter(|p| p.places(key)) {
+        match plugins.place(key, &pool.stats) {
+            Placement::Ring => {}
+            Placement::Hash(bytes) => return ring.locate(cfg.hash, cfg.hash_tag, &bytes),
+            Placement::Server(name) => {
+                let named = pool.shared.names.iter().position(|n| *n == name);
+                if let Some(i) = named.filter(|&i| !pool.shared.health[i].is_ejected()) {
+                    return Some(i);
+                }
+            }
+        }
+    }
+    ring.locate(cfg.hash, cfg.hash_tag, key)
+}
+
+/// Sends a one-key request to the server its key goes to; `new_key` replaces the client's.
+fn forward_one(
+    req: &Request,
+    pool: &WorkerPool,
+    plugins: Option<&mut PoolPlugins>,
+    new_key: Option<&[u8]>,
+    pending: &Rc<Pending>,
+) {
+    if req.command.is_retrieval() && new_key.is_some() {
+        // The reply must show the client's key: merge it like a multi-key retrieval.
+        let sent = new_key.map(Bytes::copy_from_slice);
+        return retrieve_many(req, pool, plugins, sent, pending, &mut Scratch::default());
+    }
     let mut scratch = [0u8; 512];
-    let key = req.placement_key(&mut scratch);
-    let Some(server) = pool.shared.ring.load().locate(cfg.hash, cfg.hash_tag, key) else {
+    let key = match new_key {
+        Some(k) => k,
+        None => req.placement_key(&mut scratch),
+    };
+    let Some(server) = place(pool, plugins, key) else {
         if !req.is_noreply() {
-            pending.push(Slot::Reply(Some(Bytes::from_static(NO_SERVER))), 0);
+            reply(pending, Bytes::from_static(NO_SERVER));
         }
         return;
     };
@@ -87,39 +209,40 @@ fn forward_one(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>) {
             frag: 0,
         }
     };
-    let (head, tail) = req.forward_parts();
-    pool.backend(server).send(dest, |buf| {
-        buf.put_slice(head);
-        buf.put_slice(tail);
-    });
+    pool.backend(server)
+        .send(dest, |buf| req.write_forward(buf, new_key));
 }
 
-/// A multi-key retrieval: one request per server holding some of its keys, merged in key order.
-fn retrieve_many(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>, scratch: &mut Scratch) {
-    let cfg = &pool.shared.config;
-    let ring = pool.shared.ring.load();
+/// A retrieval over several keys (or any rewritten retrieval): one request per server holding
+/// some of its keys, merged back in the client's key order. `sent` is the space-separated key
+/// list to send instead of the client's, when plugins rewrote keys.
+fn retrieve_many(
+    req: &Request,
+    pool: &WorkerPool,
+    mut plugins: Option<&mut PoolPlugins>,
+    sent: Option<Bytes>,
+    pending: &Rc<Pending>,
+    scratch: &mut Scratch,
+) {
     scratch.servers.clear();
-    for key in req.keys() {
-        match ring.locate(cfg.hash, cfg.hash_tag, key) {
+    let sent_keys = sent.as_deref().unwrap_or(&req.frame()[req.keys_range()]);
+    for key in sent_keys.split(|&b| b == b' ').filter(|k| !k.is_empty()) {
+        match place(pool, plugins.as_deref_mut(), key) {
             Some(s) => scratch.servers.push(s as u16),
-            None => {
-                pending.push(Slot::Reply(Some(Bytes::from_static(NO_SERVER))), 0);
-                return;
-            }
+            None => return reply(pending, Bytes::from_static(NO_SERVER)),
         }
     }
     let first = scratch.servers[0];
-    if scratch.servers.iter().all(|&s| s == first) {
-        // All on one server: the request goes as it came, and so does the reply.
+    if sent.is_none() && scratch.servers.iter().all(|&s| s == first) {
+        // All on one server and not rewritten: the request goes as it came, and so does the reply.
         let seq = pending.push(Slot::Reply(None), 1);
-        pool.backend(first as usize).send(
-            Dest::Slot {
-                pending: Rc::clone(pending),
-                seq,
-                frag: 0,
-            },
-            |buf| buf.put_slice(req.frame()),
-        );
+        let dest = Dest::Slot {
+            pending: Rc::clone(pending),
+            seq,
+            frag: 0,
+        };
+        pool.backend(first as usize)
+            .send(dest, |buf| buf.put_slice(req.frame()));
         return;
     }
     // Number the servers involved as fragments, in order of first appearance.
@@ -138,6 +261,7 @@ fn retrieve_many(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>, scratc
     let mut gather = pending.gather();
     gather.request = req.frame().clone();
     gather.keys = req.keys_range();
+    gather.sent = sent;
     gather.key_frag.extend_from_slice(&scratch.servers);
     gather.frags.resize(frags, None);
     let seq = pending.push(Slot::Gather(gather), frags as u16);
@@ -158,7 +282,6 @@ fn retrieve_many(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>, scratc
 fn broadcast(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>) {
     let n = pool.server_count();
     let seq = (!req.is_noreply()).then(|| pending.push(Slot::AllOk(None), n as u16));
-    let (head, tail) = req.forward_parts();
     for server in 0..n {
         let dest = match seq {
             Some(seq) => Dest::Slot {
@@ -168,10 +291,8 @@ fn broadcast(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>) {
             },
             None => Dest::Discard,
         };
-        pool.backend(server).send(dest, |buf| {
-            buf.put_slice(head);
-            buf.put_slice(tail);
-        });
+        pool.backend(server)
+            .send(dest, |buf| req.write_forward(buf, None));
     }
 }
 

@@ -34,10 +34,23 @@ pub struct Gather {
     pub request: Bytes,
     /// Range of the key list within `request`.
     pub keys: std::ops::Range<usize>,
+    /// The keys sent to the servers when plugins rewrote them (space-separated, one per client
+    /// key, same order); replies are shown under the client's keys.
+    pub sent: Option<Bytes>,
     /// Fragment of each key, in the client's key order.
     pub key_frag: Vec<u16>,
     /// Replies by fragment.
     pub frags: Vec<Option<Bytes>>,
+}
+
+impl Gather {
+    /// The keys as sent to the servers: rewritten ones if any, else the client's.
+    fn sent_keys(&self) -> &[u8] {
+        match &self.sent {
+            Some(sent) => sent,
+            None => &self.request[self.keys.clone()],
+        }
+    }
 }
 
 struct Entry {
@@ -195,7 +208,8 @@ impl Pending {
             return;
         };
         buf.put_slice(&g.request[..g.keys.start]);
-        let keys = g.request[g.keys.clone()]
+        let keys = g
+            .sent_keys()
             .split(|&b| b == b' ')
             .filter(|k| !k.is_empty());
         let mut first = true;
@@ -240,6 +254,7 @@ impl Pending {
                     g.frags.clear();
                     g.key_frag.clear();
                     g.request = Bytes::new();
+                    g.sent = None;
                     self.spare.borrow_mut().push(g);
                 }
                 Slot::Close(last) => {
@@ -290,11 +305,21 @@ fn merge(g: &Gather, out: &mut BytesMut) {
     let keys = g.request[g.keys.clone()]
         .split(|&b| b == b' ')
         .filter(|k| !k.is_empty());
-    for (key, &frag) in keys.zip(&g.key_frag) {
+    let sent = g
+        .sent_keys()
+        .split(|&b| b == b' ')
+        .filter(|k| !k.is_empty());
+    for ((key, sent), &frag) in keys.zip(sent).zip(&g.key_frag) {
         let cursor = &mut cursors[frag as usize];
-        if cursor.peek().is_some_and(|b| b.key == key) {
+        if cursor.peek().is_some_and(|b| b.key == sent) {
             let block = cursor.next().expect("peeked");
-            out.put_slice(block.block);
+            if g.sent.is_some() {
+                out.put_slice(b"VALUE ");
+                out.put_slice(key);
+                out.put_slice(block.after_key);
+            } else {
+                out.put_slice(block.block);
+            }
         }
     }
     out.put_slice(b"END\r\n");

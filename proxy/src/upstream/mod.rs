@@ -3,7 +3,7 @@
 pub mod backend;
 pub mod health;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicU32;
 use arc_swap::ArcSwap;
 
 use crate::config::Pool;
+use crate::plugin::{PoolPlugins, chain::PoolChains};
 use crate::ring::{Ring, RingServer};
 use crate::stats::{PoolStats, Registry};
 pub use backend::{Backend, Dest, Failure, Target};
@@ -28,10 +29,12 @@ pub struct PoolShared {
     /// Each server's failures and ejection, shared by every worker.
     pub health: Vec<Health>,
     ring_lock: health::RingLock,
+    /// The pool's plugins, compiled; each worker instantiates its own.
+    pub plugins: PoolChains,
 }
 
 impl PoolShared {
-    pub fn new(index: usize, config: Pool) -> PoolShared {
+    pub fn new(index: usize, config: Pool, plugins: PoolChains) -> PoolShared {
         let names: Vec<String> = config.servers.iter().map(|s| s.ring_name()).collect();
         let servers: Vec<RingServer> = names
             .iter()
@@ -51,6 +54,7 @@ impl PoolShared {
             names,
             ring: ArcSwap::from_pointee(ring),
             clients: AtomicU32::new(0),
+            plugins,
             ring_lock: health::RingLock::default(),
         }
     }
@@ -67,6 +71,8 @@ pub struct WorkerPool {
     pub shared: Arc<PoolShared>,
     pub stats: Arc<PoolStats>,
     pub registry: Arc<Registry>,
+    /// This worker's plugin instances; `None` when the pool has no plugins (then they cost nothing).
+    pub plugins: Option<RefCell<PoolPlugins>>,
     servers: Vec<ServerConns>,
 }
 
@@ -86,6 +92,8 @@ impl WorkerPool {
         registry: Arc<Registry>,
     ) -> WorkerPool {
         let cfg = &shared.config;
+        let plugins = (!shared.plugins.is_empty())
+            .then(|| RefCell::new(PoolPlugins::new(&cfg.name, &shared.plugins)));
         let servers = cfg
             .servers
             .iter()
@@ -111,6 +119,7 @@ impl WorkerPool {
             shared,
             stats,
             registry,
+            plugins,
             servers,
         }
     }

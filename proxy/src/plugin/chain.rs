@@ -1,0 +1,217 @@
+//! A pool's plugins in one worker: the pool-wide chain, then the chain of the route whose
+//! prefix matches the key (longest wins), each plugin's faults contained by its policy.
+
+use std::sync::Arc;
+
+use walnut_sdk::abi::{self, code};
+
+use super::{Compiled, Fault, Hook, Instance};
+use crate::config::OnError;
+use crate::stats::PoolStats;
+
+/// A pool's compiled plugins: pool-wide, and per route prefix (longest first).
+#[derive(Default, Clone)]
+pub struct PoolChains {
+    pub pool: Vec<Arc<Compiled>>,
+    pub routes: Vec<(Vec<u8>, Vec<Arc<Compiled>>)>,
+}
+
+impl PoolChains {
+    pub fn is_empty(&self) -> bool {
+        self.pool.is_empty() && self.routes.is_empty()
+    }
+}
+
+/// What the plugins decided for one request (one key of a multi-key retrieval).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on, with the key to send instead of the client's, if a plugin rewrote it.
+    Continue(Option<Vec<u8>>),
+    /// A plugin refused: the client gets `CLIENT_ERROR <message>`.
+    Reject(String),
+    /// A `fail_closed` plugin failed: the client gets `SERVER_ERROR plugin failed`.
+    Failed,
+}
+
+/// Where the plugins want a key placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Ring,
+    Hash(Vec<u8>),
+    Server(String),
+}
+
+/// One plugin in one worker: its instance, re-created after a fault.
+struct Slot {
+    compiled: Arc<Compiled>,
+    instance: Option<Instance>,
+}
+
+impl Slot {
+    fn call(
+        &mut self,
+        hook: Hook,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Option<(u32, Vec<u8>)>, Fault> {
+        if self.instance.is_none() {
+            self.instance =
+                Some(Instance::new(Arc::clone(&self.compiled)).map_err(Fault::Protocol)?);
+        }
+        let instance = self.instance.as_mut().expect("just made");
+        if !instance.has(hook) {
+            return Ok(None);
+        }
+        instance.call(hook, encode)
+    }
+}
+
+/// A pool's plugins in one worker.
+pub struct PoolPlugins {
+    pool_name: String,
+    pool: Vec<Slot>,
+    routes: Vec<(Vec<u8>, Vec<Slot>)>,
+}
+
+fn slots(list: &[Arc<Compiled>]) -> Vec<Slot> {
+    list.iter()
+        .map(|c| Slot {
+            compiled: Arc::clone(c),
+            instance: Instance::new(Arc::clone(c)).ok(),
+        })
+        .collect()
+}
+
+impl PoolPlugins {
+    pub fn new(pool_name: &str, chains: &PoolChains) -> PoolPlugins {
+        PoolPlugins {
+            pool_name: pool_name.to_owned(),
+            pool: slots(&chains.pool),
+            routes: chains
+                .routes
+                .iter()
+                .map(|(p, l)| (p.clone(), slots(l)))
+                .collect(),
+        }
+    }
+
+    /// Runs the memcached hook over the chain for `command` on `key` (empty for keyless
+    /// commands). Each plugin sees the key as the one before it left it.
+    pub fn request(
+        &mut self,
+        command: &str,
+        key: &[u8],
+        storage: (u32, i64, u32),
+        stats: &PoolStats,
+    ) -> Verdict {
+        let PoolPlugins {
+            pool_name,
+            pool,
+            routes,
+        } = self;
+        let mut rewritten: Option<Vec<u8>> = None;
+        for slot in chain(pool, routes, key) {
+            let current = rewritten.as_deref().unwrap_or(key);
+            let keys = (!current.is_empty()).then_some(current);
+            let answer = slot.call(Hook::Memcache, |buf| {
+                abi::encode_memcache(
+                    buf,
+                    command,
+                    storage.0,
+                    storage.1,
+                    storage.2,
+                    keys.into_iter(),
+                )
+            });
+            let fault = match answer {
+                Ok(None) | Ok(Some((code::CONTINUE, _))) => continue,
+                Ok(Some((code::REJECT, message))) => {
+                    return Verdict::Reject(String::from_utf8_lossy(&message).into_owned());
+                }
+                Ok(Some((code::REWRITE, out))) => {
+                    let mut new_key = None;
+                    if abi::decode_keys(&out, |k| new_key = Some(k.to_vec())) {
+                        match new_key {
+                            Some(k) if crate::memcache::request::check_key(&k).is_ok() => {
+                                rewritten = Some(k);
+                                continue;
+                            }
+                            _ => Fault::Protocol(
+                                "rewrote a key into one memcached cannot take".into(),
+                            ),
+                        }
+                    } else {
+                        Fault::Protocol("sent a malformed key list".into())
+                    }
+                }
+                Ok(Some((other, _))) => {
+                    Fault::Protocol(format!("answered code {other} to a memcached request"))
+                }
+                Err(fault) => fault,
+            };
+            if !contain(slot, pool_name, &fault, stats) {
+                return Verdict::Failed;
+            }
+        }
+        Verdict::Continue(rewritten)
+    }
+
+    /// Asks the chain's hash hooks where `key` goes; the first answer other than `Ring` wins.
+    /// A failing plugin is passed over (placement falls back to the ring).
+    pub fn place(&mut self, key: &[u8], stats: &PoolStats) -> Placement {
+        let PoolPlugins {
+            pool_name,
+            pool,
+            routes,
+        } = self;
+        for slot in chain(pool, routes, key) {
+            let fault = match slot.call(Hook::Hash, |buf| buf.extend_from_slice(key)) {
+                Ok(None) | Ok(Some((code::CONTINUE, _))) => continue,
+                Ok(Some((code::HASH, bytes))) => return Placement::Hash(bytes),
+                Ok(Some((code::SERVER, name))) => {
+                    return Placement::Server(String::from_utf8_lossy(&name).into_owned());
+                }
+                Ok(Some((other, _))) => {
+                    Fault::Protocol(format!("answered code {other} to a hash call"))
+                }
+                Err(fault) => fault,
+            };
+            contain(slot, pool_name, &fault, stats);
+        }
+        Placement::Ring
+    }
+
+    /// True when some plugin of the chain for `key` may answer the hash hook.
+    pub fn places(&self, key: &[u8]) -> bool {
+        let route = self
+            .routes
+            .iter()
+            .find(|(prefix, _)| key.starts_with(prefix))
+            .map(|(_, s)| s);
+        self.pool
+            .iter()
+            .chain(route.into_iter().flatten())
+            .any(|s| s.instance.as_ref().is_none_or(|i| i.has(Hook::Hash)))
+    }
+}
+
+/// The plugins for `key`: the pool's, then those of the longest route prefix it starts with.
+fn chain<'a>(
+    pool: &'a mut [Slot],
+    routes: &'a mut [(Vec<u8>, Vec<Slot>)],
+    key: &[u8],
+) -> impl Iterator<Item = &'a mut Slot> {
+    let route = routes
+        .iter_mut()
+        .find(|(prefix, _)| key.starts_with(prefix))
+        .map(|(_, slots)| slots);
+    pool.iter_mut().chain(route.into_iter().flatten())
+}
+
+/// Records a plugin's fault and replaces its instance. Returns true when the request goes on
+/// (`fail_open`), false when it fails (`fail_closed`).
+fn contain(slot: &mut Slot, pool: &str, fault: &Fault, stats: &PoolStats) -> bool {
+    stats.pool.plugin_errors.incr();
+    tracing::warn!(pool, plugin = %slot.compiled.name, reason = %fault, policy = ?slot.compiled.on_error, "plugin failed; its instance is replaced");
+    slot.instance = None;
+    slot.compiled.on_error == OnError::FailOpen
+}

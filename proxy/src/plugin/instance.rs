@@ -1,0 +1,221 @@
+//! One live plugin instance: its store with memory and time limits, and the calls into it.
+
+use std::sync::Arc;
+
+use walnut_sdk::abi::{self, code, exports};
+use wasmtime::{Memory, ResourceLimiter, Store, Trap, TypedFunc};
+
+use super::Compiled;
+
+/// Why a plugin call failed; the request it was handling fails by the route's policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Ran past its time budget.
+    Timeout,
+    /// Tried to grow its memory past its cap.
+    Memory,
+    /// Trapped (a panic, an out-of-bounds access, ...).
+    Trap(String),
+    /// Answered something the ABI does not allow.
+    Protocol(String),
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Timeout => f.write_str("ran past its time budget"),
+            Fault::Memory => f.write_str("tried to grow its memory past its cap"),
+            Fault::Trap(why) => write!(f, "trapped: {why}"),
+            Fault::Protocol(why) => write!(f, "broke the plugin ABI: {why}"),
+        }
+    }
+}
+
+/// Store data: the memory cap, and whether the plugin hit it.
+struct Limits {
+    memory_max: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_max {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The hooks an instance may be called for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Memcache = 0,
+    Hash = 1,
+    Http = 2,
+}
+
+/// A plugin instantiated in its own store, ready for hook calls.
+pub struct Instance {
+    compiled: Arc<Compiled>,
+    store: Store<Limits>,
+    memory: Memory,
+    buffer: TypedFunc<u32, u32>,
+    hooks: [Option<TypedFunc<u32, u64>>; 3],
+    /// The input bytes of the next call, reused.
+    scratch: Vec<u8>,
+}
+
+/// The buffer size always asked for, so small answers never move the buffer.
+const MIN_BUFFER: u32 = 4096;
+
+impl Instance {
+    /// Instantiates the plugin and hands it its config. Errors are the plugin's own words.
+    pub fn new(compiled: Arc<Compiled>) -> Result<Instance, String> {
+        let engine = compiled.module.engine().clone();
+        let limits = Limits {
+            memory_max: compiled.memory_max,
+            hit: false,
+        };
+        let mut store = Store::new(&engine, limits);
+        store.limiter(|l| l);
+        store.set_epoch_deadline(compiled.budget_ticks);
+        let linker = wasmtime::Linker::new(&engine);
+        let instance = linker
+            .instantiate(&mut store, &compiled.module)
+            .map_err(|e| format!("cannot instantiate: {e}"))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or("not a walnut plugin: it exports no `memory`")?;
+        let version = instance
+            .get_typed_func::<(), u32>(&mut store, exports::VERSION)
+            .map_err(|_| {
+                format!(
+                    "not a walnut plugin: no `{}` export (build it with walnut-sdk's export!)",
+                    exports::VERSION
+                )
+            })?
+            .call(&mut store, ())
+            .map_err(|e| format!("{}: {e}", exports::VERSION))?;
+        if version != abi::ABI_VERSION {
+            return Err(format!(
+                "plugin ABI version {version} is not supported (this walnut speaks {})",
+                abi::ABI_VERSION
+            ));
+        }
+        let typed = |store: &mut Store<Limits>, name: &str| {
+            instance.get_typed_func::<u32, u64>(store, name).ok()
+        };
+        let buffer = instance
+            .get_typed_func::<u32, u32>(&mut store, exports::BUFFER)
+            .map_err(|_| format!("not a walnut plugin: no `{}` export", exports::BUFFER))?;
+        let init = typed(&mut store, exports::INIT)
+            .ok_or_else(|| format!("not a walnut plugin: no `{}` export", exports::INIT))?;
+        let hooks = [
+            typed(&mut store, exports::ON_MEMCACHE),
+            typed(&mut store, exports::ON_HASH),
+            typed(&mut store, exports::ON_HTTP),
+        ];
+        let mut me = Instance {
+            compiled,
+            store,
+            memory,
+            buffer,
+            hooks,
+            scratch: Vec::with_capacity(256),
+        };
+        let config = me.compiled.config_json.clone();
+        match me.call_raw(&init, config.as_bytes()) {
+            Ok((code::CONTINUE, _)) => Ok(me),
+            Ok((code::ERROR, out)) => Err(String::from_utf8_lossy(&out).into_owned()),
+            Ok((other, _)) => Err(format!("walnut_init answered code {other}")),
+            Err(fault) => Err(format!("while loading its config, the plugin {fault}")),
+        }
+    }
+
+    /// True while the plugin implements `hook` (a default hook is dropped after its first call).
+    pub fn has(&self, hook: Hook) -> bool {
+        self.hooks[hook as usize].is_some()
+    }
+
+    /// Calls `hook` with the input `encode` writes; returns the answer code and output, or
+    /// `None` when the plugin turned out not to implement it.
+    pub fn call(
+        &mut self,
+        hook: Hook,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Option<(u32, Vec<u8>)>, Fault> {
+        let Some(f) = self.hooks[hook as usize].clone() else {
+            return Ok(None);
+        };
+        let mut input = std::mem::take(&mut self.scratch);
+        input.clear();
+        encode(&mut input);
+        let result = self.call_raw(&f, &input);
+        self.scratch = input;
+        match result? {
+            (code::NOT_IMPLEMENTED, _) => {
+                self.hooks[hook as usize] = None;
+                Ok(None)
+            }
+            answer => Ok(Some(answer)),
+        }
+    }
+
+    fn call_raw(&mut self, f: &TypedFunc<u32, u64>, input: &[u8]) -> Result<(u32, Vec<u8>), Fault> {
+        let len =
+            u32::try_from(input.len()).map_err(|_| Fault::Protocol("input too large".into()))?;
+        let asked = len.max(MIN_BUFFER);
+        // The budget covers this whole exchange, counted from now.
+        self.store.set_epoch_deadline(self.compiled.budget_ticks);
+        let ptr = self
+            .buffer
+            .call(&mut self.store, asked)
+            .map_err(|e| self.fault(e))?;
+        self.memory
+            .write(&mut self.store, ptr as usize, input)
+            .map_err(|_| Fault::Protocol("its buffer lies outside its memory".into()))?;
+        let packed = f.call(&mut self.store, len).map_err(|e| self.fault(e))?;
+        let (code, out_len) = abi::unpack(packed);
+        // A larger answer may have moved the buffer.
+        let ptr = if out_len > asked as usize {
+            self.buffer
+                .call(&mut self.store, 0)
+                .map_err(|e| self.fault(e))?
+        } else {
+            ptr
+        };
+        let out = self
+            .memory
+            .data(&self.store)
+            .get(ptr as usize..ptr as usize + out_len)
+            .ok_or_else(|| Fault::Protocol("its answer lies outside its memory".into()))?
+            .to_vec();
+        Ok((code, out))
+    }
+
+    fn fault(&mut self, e: wasmtime::Error) -> Fault {
+        if self.store.data().hit {
+            return Fault::Memory;
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Fault::Timeout,
+            Some(trap) => Fault::Trap(trap.to_string()),
+            None => Fault::Trap(e.to_string()),
+        }
+    }
+}

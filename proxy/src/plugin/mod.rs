@@ -1,0 +1,132 @@
+//! The wasmtime host: every plugin is compiled once when the config loads, instantiated once per
+//! worker, and called under a time budget (epoch interruption) and a memory cap.
+
+pub mod chain;
+pub mod instance;
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::config::{Config, OnError, PluginSpec};
+pub use chain::{PoolPlugins, Verdict};
+pub use instance::{Fault, Hook, Instance};
+
+/// How often the engine's epoch ticks: the unit of a plugin's time budget.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// One plugin, compiled and checked, shared by every worker.
+pub struct Compiled {
+    /// The file's name, for logs and messages.
+    pub name: String,
+    pub module: wasmtime::Module,
+    pub config_json: String,
+    pub on_error: OnError,
+    pub budget_ticks: u64,
+    pub memory_max: usize,
+}
+
+/// The process's one engine, with epoch interruption driven by a ticker thread.
+fn engine() -> &'static wasmtime::Engine {
+    static ENGINE: OnceLock<wasmtime::Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine =
+            wasmtime::Engine::new(&config).expect("a wasmtime engine with the default settings");
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("walnut-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .expect("start the plugin epoch thread");
+        engine
+    })
+}
+
+/// Compiles the plugin `spec` names and checks it: that it loads, speaks this ABI and accepts
+/// its config. The error is the file's or the plugin's own words.
+pub fn compile(spec: &PluginSpec) -> Result<Arc<Compiled>, String> {
+    let bytes = std::fs::read(&spec.path).map_err(|e| format!("cannot read it: {e}"))?;
+    let module = wasmtime::Module::new(engine(), &bytes)
+        .map_err(|e| format!("not a WebAssembly module: {e:#}"))?;
+    if let Some(import) = module.imports().next() {
+        return Err(format!(
+            "not a walnut plugin: it imports `{}::{}`, and walnut provides no imports",
+            import.module(),
+            import.name()
+        ));
+    }
+    let ticks = spec
+        .time_budget
+        .as_millis()
+        .div_ceil(EPOCH_TICK.as_millis())
+        .max(1) as u64;
+    let compiled = Arc::new(Compiled {
+        name: file_name(&spec.path),
+        module,
+        config_json: spec.config_json.clone(),
+        on_error: spec.on_error,
+        // One tick more: the first tick may come at once.
+        budget_ticks: ticks + 1,
+        memory_max: spec.memory_max,
+    });
+    // Instantiating now runs the plugin's own config check, so a bad config stops start-up.
+    Instance::new(Arc::clone(&compiled))?;
+    Ok(compiled)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Every pool's plugins, compiled: `pools[p]` holds pool `p`'s chain and routes.
+#[derive(Default)]
+pub struct Loaded {
+    pub pools: Vec<chain::PoolChains>,
+}
+
+/// Compiles every plugin of `config`; the error names the file, line, pool, route and plugin.
+pub fn load(config: &Config) -> Result<Loaded, String> {
+    let mut pools = Vec::with_capacity(config.pools.len());
+    for pool in &config.pools {
+        let at = |spec: &PluginSpec, route: Option<&str>| {
+            let route = route.map(|r| format!("route {r:?}: ")).unwrap_or_default();
+            format!(
+                "{}:{}: pool {:?}: {route}plugin {}",
+                config.path.display(),
+                spec.line,
+                pool.name,
+                spec.path.display()
+            )
+        };
+        let mut chains = chain::PoolChains::default();
+        for spec in &pool.plugins {
+            chains
+                .pool
+                .push(compile(spec).map_err(|e| format!("{}: {e}", at(spec, None)))?);
+        }
+        for route in &pool.routes {
+            let mut list = Vec::new();
+            for spec in &route.plugins {
+                list.push(
+                    compile(spec).map_err(|e| format!("{}: {e}", at(spec, Some(&route.prefix))))?,
+                );
+            }
+            chains
+                .routes
+                .push((route.prefix.clone().into_bytes(), list));
+        }
+        // Longest prefix first, so the first match is the longest.
+        chains.routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+        pools.push(chains);
+    }
+    Ok(Loaded { pools })
+}
