@@ -51,6 +51,46 @@ pub fn walnut_bin() -> &'static Path {
     })
 }
 
+/// Builds the plugin crates `names` for wasm32 (release) once per test run, and returns the
+/// folder holding their `.wasm` files.
+pub fn plugin_dir(names: &[&str]) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !built.iter().any(|b| b == n))
+        .collect();
+    if !missing.is_empty() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&root).args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+        ]);
+        for n in &missing {
+            cmd.args(["-p", n]);
+        }
+        let status = cmd.status().expect("run cargo build for the plugins");
+        assert!(
+            status.success(),
+            "building plugins {missing:?} for wasm32 failed (needs `rustup target add wasm32-unknown-unknown`)"
+        );
+        built.extend(missing.iter().map(|s| s.to_string()));
+    }
+    target.join("wasm32-unknown-unknown").join("release")
+}
+
 /// A fresh directory for one test's files.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -114,6 +154,22 @@ impl Memcached {
         };
         m.restart();
         m
+    }
+
+    /// On a fixed `port` (e.g. 11211) when it is free; `None` when it is taken, or when
+    /// memcached lost the port to another process between the check and its start.
+    pub fn try_start_on(port: u16) -> Option<Memcached> {
+        drop(TcpListener::bind(("127.0.0.1", port)).ok()?);
+        let mut m = Memcached {
+            port,
+            child: None,
+            extra: Vec::new(),
+        };
+        m.restart();
+        // A memcached that could not bind exits at once; what answered was someone else.
+        std::thread::sleep(Duration::from_millis(100));
+        let exited = m.child.as_mut().map(|c| !matches!(c.try_wait(), Ok(None)));
+        (exited == Some(false)).then_some(m)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -381,10 +437,14 @@ pub fn reply_len(buf: &[u8]) -> Option<usize> {
         let nl = pos + buf[pos..].iter().position(|&b| b == b'\n')?;
         let line = &buf[pos..nl + 1];
         let data_len = |line: &[u8], idx: usize| -> usize {
-            let text = String::from_utf8_lossy(line);
-            text.split_whitespace()
-                .nth(idx)
-                .and_then(|t| t.parse().ok())
+            // Split on the protocol's separator only: keys may hold any other byte.
+            let line = line.strip_suffix(b"\r\n").unwrap_or(line);
+            let token = line
+                .split(|&b| b == b' ')
+                .filter(|t| !t.is_empty())
+                .nth(idx);
+            token
+                .and_then(|t| std::str::from_utf8(t).ok()?.parse().ok())
                 .expect("a length in a VALUE/VA line")
         };
         if line.starts_with(b"VALUE ") {
@@ -453,4 +513,345 @@ fn url_decode(s: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the protocol, bad-input, backend-failure and operations tests.
+
+/// The ring nutcracker builds over `n` servers named `mc1`..`mcN` (weight 1, ketama).
+fn mc_ring(n: usize) -> walnut::ring::Ring {
+    use walnut::ring::{Distribution, Ring, RingServer};
+    let names: Vec<String> = (1..=n).map(|i| format!("mc{i}")).collect();
+    let servers: Vec<RingServer> = names
+        .iter()
+        .map(|name| RingServer {
+            name: name.as_bytes(),
+            weight: 1,
+        })
+        .collect();
+    Ring::build(Distribution::Ketama, &servers, &vec![true; n])
+}
+
+/// Which of `n` servers named `mc1`..`mcN` (weight 1, ketama, fnv1a_64) holds `key`: where
+/// nutcracker puts it (the `classic` test checks this placement against the real nutcracker).
+pub fn mc_owner(n: usize, key: &[u8]) -> usize {
+    mc_ring(n)
+        .locate(walnut::hash::HashKind::Fnv1a64, None, key)
+        .expect("a live server")
+}
+
+/// The first `count` keys `{prefix}{i}` that `mc_owner(n, _)` puts on server `index` (0-based).
+pub fn mc_keys_on(n: usize, index: usize, count: usize, prefix: &str) -> Vec<String> {
+    let ring = mc_ring(n);
+    let keys: Vec<String> = (0..1_000_000)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|k| ring.locate(walnut::hash::HashKind::Fnv1a64, None, k.as_bytes()) == Some(index))
+        .take(count)
+        .collect();
+    assert_eq!(
+        keys.len(),
+        count,
+        "no {count} keys {prefix}N on server {index} of {n}"
+    );
+    keys
+}
+
+/// A pool `alpha` listening on `{listen}` (ketama, fnv1a_64) over `servers` (`host:port`, or a
+/// unix socket path), named `mc1`, `mc2`, ... in order. `options` are extra lines, each
+/// `  key: value\n`.
+pub fn mc_pool(servers: &[String], options: &str) -> String {
+    let mut yaml = format!(
+        "alpha:\n  listen: {{listen}}\n  hash: fnv1a_64\n  distribution: ketama\n{options}  servers:\n"
+    );
+    for (i, s) in servers.iter().enumerate() {
+        yaml.push_str(&format!("   - {s}:1 mc{}\n", i + 1));
+    }
+    yaml
+}
+
+/// A storage request: `<cmd> <key> <flags> 0 <len>[ <extra>]\r\n<data>\r\n` (`extra` is the cas
+/// unique and/or `noreply`).
+pub fn storage_request(cmd: &str, key: &str, flags: u32, data: &[u8], extra: &str) -> Vec<u8> {
+    let mut req = format!("{cmd} {key} {flags} 0 {}", data.len()).into_bytes();
+    if !extra.is_empty() {
+        req.push(b' ');
+        req.extend_from_slice(extra.as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(data);
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
+/// One block of a retrieval reply: `VALUE <key> <flags> <len>\r\n<data>\r\n`.
+pub fn value_block(key: &str, flags: u32, data: &[u8]) -> Vec<u8> {
+    let mut out = format!("VALUE {key} {flags} {}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// One block of a retrieval reply, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    pub key: String,
+    pub flags: u32,
+    pub cas: Option<u64>,
+    pub data: Vec<u8>,
+}
+
+/// Parses a whole `VALUE ... END` reply into its blocks; panics on anything else.
+pub fn parse_values(reply: &[u8]) -> Vec<Value> {
+    let mut blocks = Vec::new();
+    let mut rest = reply;
+    loop {
+        if rest == b"END\r\n" {
+            return blocks;
+        }
+        let nl = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or_else(|| panic!("no line in {}", show(reply)));
+        let line = std::str::from_utf8(&rest[..nl.saturating_sub(1)]).expect("a text line");
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert!(
+            parts[0] == "VALUE" && (parts.len() == 4 || parts.len() == 5),
+            "not a VALUE line: {line:?} in {}",
+            show(reply)
+        );
+        let len: usize = parts[3].parse().expect("length");
+        assert!(rest.len() >= nl + 3 + len, "truncated: {}", show(reply));
+        let data = rest[nl + 1..nl + 1 + len].to_vec();
+        assert_eq!(
+            &rest[nl + 1 + len..nl + 3 + len],
+            b"\r\n",
+            "{}",
+            show(reply)
+        );
+        blocks.push(Value {
+            key: parts[1].to_string(),
+            flags: parts[2].parse().expect("flags"),
+            cas: parts.get(4).map(|c| c.parse().expect("cas")),
+            data,
+        });
+        rest = &rest[nl + 3 + len..];
+    }
+}
+
+/// Shows bytes readably in assertion messages (`\r\n` and binary escaped).
+pub fn show(bytes: &[u8]) -> String {
+    let text = bytes.escape_ascii().to_string();
+    if text.len() > 600 {
+        format!(
+            "{} ... ({} bytes) ... {}",
+            &text[..300],
+            bytes.len(),
+            &text[text.len() - 200..]
+        )
+    } else {
+        text
+    }
+}
+
+impl Client {
+    /// Reads until `n` bytes have arrived and returns them; fewer only when the server closed
+    /// the connection, reset it, or sent nothing for the read timeout.
+    pub fn read_len(&mut self, n: usize) -> Vec<u8> {
+        let mut chunk = vec![0u8; 256 * 1024];
+        while self.buf.len() < n {
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+            }
+        }
+        let end = n.min(self.buf.len());
+        self.buf.drain(..end).collect()
+    }
+
+    /// Sends `request` (any number of pipelined requests) and asserts that the reply bytes are
+    /// exactly `expected`. End a pipeline with `mn\r\n` (answered `MN\r\n`) to also prove that no
+    /// stray reply came before it.
+    pub fn expect(&mut self, request: &[u8], expected: &[u8]) {
+        self.send(request);
+        let got = self.read_len(expected.len());
+        assert!(
+            got == expected,
+            "request: {}\nexpected: {}\n     got: {}",
+            show(request),
+            show(expected),
+            show(&got)
+        );
+    }
+
+    /// Changes how long a read waits for the server (10 s by default).
+    pub fn set_read_timeout(&self, limit: Duration) {
+        self.stream
+            .set_read_timeout(Some(limit))
+            .expect("set read timeout");
+    }
+
+    /// Closes the sending side (as `nc -q` does at the end of its input); replies still arrive.
+    pub fn shutdown_write(&self) {
+        self.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut down the sending side");
+    }
+
+    /// True when nothing more arrives within `limit` (and the connection is still open).
+    pub fn is_quiet_for(&mut self, limit: Duration) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        self.stream
+            .set_read_timeout(Some(limit))
+            .expect("set timeout");
+        let mut byte = [0u8; 1];
+        let quiet = match self.stream.read(&mut byte) {
+            Ok(0) => false,
+            Ok(_) => {
+                self.buf.push(byte[0]);
+                false
+            }
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set timeout");
+        quiet
+    }
+}
+
+impl Proxy {
+    /// The process id while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal (`-TERM`, `-INT`, ...) without waiting.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            signal(c, sig);
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A real memcached listening on a unix socket (`memcached -s PATH`) in a directory of its own.
+pub struct UnixMemcached {
+    pub path: PathBuf,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl UnixMemcached {
+    pub fn start() -> UnixMemcached {
+        let dir = temp_dir("mc-unix");
+        let path = dir.join("mc.sock");
+        let bin = require("memcached", "memcached");
+        let mut child = Command::new(bin)
+            .arg("-s")
+            .arg(&path)
+            .args(["-a", "0700", "-t", "1", "-m", "64", "-u", "root"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start memcached on a unix socket");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&path).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "memcached exited before listening on {}: {status}",
+                    path.display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "memcached did not listen on {} within 20 s",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        UnixMemcached {
+            path,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    /// A `servers:` entry stem for it: the socket path.
+    pub fn address(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Sends `request` on a fresh connection and returns its `replies` replies.
+    pub fn call(&self, request: &[u8], replies: usize) -> Vec<u8> {
+        unix_call(&self.path, request, replies)
+    }
+
+    /// `get` one key directly: its value, or None on a miss.
+    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let mut req = b"get ".to_vec();
+        req.extend_from_slice(key);
+        req.extend_from_slice(b"\r\n");
+        let reply = self.call(&req, 1);
+        if reply == b"END\r\n" {
+            return None;
+        }
+        assert!(reply.starts_with(b"VALUE "), "get: {}", show(&reply));
+        let nl = reply.iter().position(|&b| b == b'\n').expect("line");
+        Some(reply[nl + 1..reply.len() - 7].to_vec())
+    }
+}
+
+impl Drop for UnixMemcached {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends `request` to the unix socket at `path` on a fresh connection and returns the bytes of
+/// its first `replies` replies.
+pub fn unix_call(path: &Path, request: &[u8], replies: usize) -> Vec<u8> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set timeout");
+    s.write_all(request).expect("send on the unix socket");
+    let mut buf = Vec::new();
+    let mut end = 0;
+    let mut chunk = [0u8; 64 * 1024];
+    for _ in 0..replies {
+        end = loop {
+            if let Some(len) = reply_len(&buf[end..]) {
+                break end + len;
+            }
+            let n = s.read(&mut chunk).expect("read from the unix socket");
+            assert!(n > 0, "closed; got so far: {}", show(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        };
+    }
+    buf.truncate(end);
+    buf
 }
