@@ -2,9 +2,11 @@
 # Starts walnut the way ../shared/bench starts nutcracker (fnv1a_64, ketama, one connection per
 # server, preconnect, no timeout), for side-by-side runs:
 #   bench_mc.py --target nutcracker --target 'walnut,127.0.0.1:32200,bench/walnut-mc.sh {listen} {backends} 1'
-# Arguments: LISTEN BACKENDS(comma list) [WORKERS]
+# Arguments: LISTEN BACKENDS(comma list) [WORKERS] [rewrite]
+# With `rewrite`, every request also runs the key-rewrite example plugin, rewriting `key:` to
+# itself, so the keys (and the hit ratio) stay those of the load while the plugin does its work.
 set -euo pipefail
-listen=$1 backends=$2 workers=${3:-1}
+listen=$1 backends=$2 workers=${3:-1} plugin=${4:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
 conf=$(mktemp -t walnut-bench-XXXXXX.yml)
 {
@@ -12,6 +14,10 @@ conf=$(mktemp -t walnut-bench-XXXXXX.yml)
   printf '  preconnect: true\n  auto_eject_hosts: false\n  server_connections: 1\n  servers:\n'
   IFS=, read -ra list <<<"$backends"
   for b in "${list[@]}"; do printf '   - %s:1\n' "$b"; done
+  if [ "$plugin" = rewrite ]; then
+    printf '  plugins:\n   - path: %s\n     config: { replace: "key:", with: "key:" }\n' \
+      "$here/target/wasm32-unknown-unknown/release/key_rewrite.wasm"
+  fi
 } >"$conf"
 stats_port=$(( ${listen##*:} + 1 ))
 exec "$here/target/release/walnut" -c "$conf" -w "$workers" -s "$stats_port" -a 127.0.0.1 -v 4
