@@ -17,11 +17,29 @@ use walnut::stats::PoolStats;
 fn decoding(c: &mut Criterion) {
     let key = "key:0000000000000000000000000042";
     let get = format!("get {key}\r\n").into_bytes();
-    let mget: Vec<u8> =
-        format!("get{}\r\n", (0..10).map(|i| format!(" key:{i:028}")).collect::<String>()).into_bytes();
-    let set100 = [format!("set {key} 0 0 100\r\n").as_bytes(), &[b'v'; 100], b"\r\n"].concat();
-    let set100k = [format!("set {key} 0 0 102400\r\n").as_bytes(), &vec![b'v'; 102_400], b"\r\n"].concat();
-    for (name, wire) in [("decode get", &get), ("decode get x10", &mget), ("decode set 100 B", &set100), ("decode set 100 KiB", &set100k)] {
+    let mget: Vec<u8> = format!(
+        "get{}\r\n",
+        (0..10).map(|i| format!(" key:{i:028}")).collect::<String>()
+    )
+    .into_bytes();
+    let set100 = [
+        format!("set {key} 0 0 100\r\n").as_bytes(),
+        &[b'v'; 100],
+        b"\r\n",
+    ]
+    .concat();
+    let set100k = [
+        format!("set {key} 0 0 102400\r\n").as_bytes(),
+        &vec![b'v'; 102_400],
+        b"\r\n",
+    ]
+    .concat();
+    for (name, wire) in [
+        ("decode get", &get),
+        ("decode get x10", &mget),
+        ("decode set 100 B", &set100),
+        ("decode set 100 KiB", &set100k),
+    ] {
         let mut buf = BytesMut::with_capacity(wire.len());
         c.bench_function(name, |b| {
             b.iter(|| {
@@ -34,12 +52,26 @@ fn decoding(c: &mut Criterion) {
 
 fn placement(c: &mut Criterion) {
     for n in [3usize, 1000] {
-        let names: Vec<String> = (0..n).map(|i| format!("10.0.{}.{}:11211", i / 250, i % 250)).collect();
-        let servers: Vec<RingServer> =
-            names.iter().enumerate().map(|(i, s)| RingServer { name: s.as_bytes(), weight: 1 + (i % 3) as u32 }).collect();
+        let names: Vec<String> = (0..n)
+            .map(|i| format!("10.0.{}.{}:11211", i / 250, i % 250))
+            .collect();
+        let servers: Vec<RingServer> = names
+            .iter()
+            .enumerate()
+            .map(|(i, s)| RingServer {
+                name: s.as_bytes(),
+                weight: 1 + (i % 3) as u32,
+            })
+            .collect();
         let ring = Ring::build(Distribution::Ketama, &servers, &[]);
         c.bench_function(&format!("ring lookup, {n} servers"), |b| {
-            b.iter(|| black_box(ring.locate(HashKind::Fnv1a64, None, black_box(b"key:0000000000000000000000000042"))))
+            b.iter(|| {
+                black_box(ring.locate(
+                    HashKind::Fnv1a64,
+                    None,
+                    black_box(b"key:0000000000000000000000000042"),
+                ))
+            })
         });
         if n == 1000 {
             c.bench_function("ring build, 1000 weighted servers", |b| {
@@ -51,14 +83,27 @@ fn placement(c: &mut Criterion) {
 
 /// The key-rewrite example plugin, built for wasm32 when missing.
 fn key_rewrite_wasm() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
-        .args(["build", "--quiet", "--release", "--target", "wasm32-unknown-unknown", "-p", "key-rewrite"])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "key-rewrite",
+        ])
         .status()
         .expect("run cargo build for the key-rewrite plugin");
     assert!(status.success(), "building the key-rewrite plugin failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     target.join("wasm32-unknown-unknown/release/key_rewrite.wasm")
 }
 
@@ -72,11 +117,21 @@ fn plugin_hook(c: &mut Criterion) {
         line: 1,
     };
     let compiled = walnut::plugin::compile(&spec).expect("the key-rewrite plugin loads");
-    let chains = PoolChains { pool: vec![compiled], routes: Vec::new() };
+    let chains = PoolChains {
+        pool: vec![compiled],
+        routes: Vec::new(),
+    };
     let mut plugins = PoolPlugins::new("bench", &chains);
     let stats = PoolStats::new(1);
     c.bench_function("plugin hook: key rewrite of a 32-byte key", |b| {
-        b.iter(|| black_box(plugins.request("get", black_box(b"key:0000000000000000000000000042"), (0, 0, 0), &stats)))
+        b.iter(|| {
+            black_box(plugins.request(
+                "get",
+                black_box(b"key:0000000000000000000000000042"),
+                (0, 0, 0),
+                &stats,
+            ))
+        })
     });
 }
 

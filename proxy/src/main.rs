@@ -60,6 +60,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args, config: Config, plugins: walnut::plugin::Loaded) -> Result<(), String> {
+    block_stop_signals()?;
     let workers = args
         .workers
         .map(usize::from)
@@ -131,29 +132,45 @@ fn run(args: Args, config: Config, plugins: walnut::plugin::Loaded) -> Result<()
     Ok(())
 }
 
+/// SIGINT and SIGTERM, blocked in every thread and taken by `wait_for_signal` alone.
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset only write the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGINT and SIGTERM before any thread starts, so every thread inherits the mask and a
+/// signal that arrives during start-up waits for `wait_for_signal` instead of killing walnut.
+fn block_stop_signals() -> Result<(), String> {
+    let set = stop_signals();
+    // SAFETY: pthread_sigmask reads the set we own and changes this thread's mask only.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(format!("cannot block SIGINT/SIGTERM: error {rc}"));
+    }
+    Ok(())
+}
+
 /// Waits for SIGINT or SIGTERM, then tells every thread to stop accepting and finish.
 fn wait_for_signal(tx: tokio::sync::watch::Sender<bool>) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
+    let set = stop_signals();
+    let mut sig = 0;
+    // SAFETY: sigwait reads the set and writes the signal number into `sig`, both ours.
+    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+    if rc != 0 {
+        tracing::error!("sigwait failed: error {rc}; walnut stops only when killed");
         return;
-    };
-    rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("signal received: finishing in-flight requests");
-        let _ = tx.send(true);
-    });
+    }
+    tracing::info!(
+        signal = sig,
+        "signal received: finishing in-flight requests"
+    );
+    let _ = tx.send(true);
 }
 
 /// Detaches from the terminal, as nutcracker's `-d` does.

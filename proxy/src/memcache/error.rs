@@ -25,10 +25,9 @@ pub enum ProtocolError {
     /// The data block did not end with `\r\n` where its length said.
     #[error("CLIENT_ERROR bad data chunk")]
     BadDataChunk,
-    /// A value over the item size limit; `skip` more bytes (the value and its `\r\n`) follow on
-    /// the socket and must be discarded without buffering them.
+    /// A value over the item size limit (its data block is skipped, unbuffered).
     #[error("SERVER_ERROR object too large for cache")]
-    TooLarge { skip: usize },
+    TooLarge,
     /// A line with no end within the bound: answered, then the connection is closed (fatal).
     #[error("CLIENT_ERROR line too long")]
     LineTooLong,
@@ -48,7 +47,7 @@ impl ProtocolError {
             }
             ProtocolError::BadBase64Key => b"CLIENT_ERROR error decoding key\r\n",
             ProtocolError::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
-            ProtocolError::TooLarge { .. } => b"SERVER_ERROR object too large for cache\r\n",
+            ProtocolError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
             ProtocolError::LineTooLong => b"CLIENT_ERROR line too long\r\n",
         }
     }

@@ -6,4 +6,4 @@ pub mod request;
 
 pub use error::ProtocolError;
 pub use reply::{BadReply, ReplyScanner};
-pub use request::{Command, Request, decode};
+pub use request::{Command, Refusal, Request, decode};

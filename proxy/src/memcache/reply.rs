@@ -1,5 +1,7 @@
 //! Framing backend replies: where each reply ends, and the VALUE blocks inside a retrieval reply.
 
+use super::Command;
+
 /// A reply line longer than this with no end means the backend speaks something else.
 const MAX_REPLY_LINE: usize = 8 * 1024;
 
@@ -16,10 +18,84 @@ pub struct ReplyScanner {
     checked: usize,
 }
 
+/// The shape of reply a request expects, so anything else from the server is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// get gets gat gats: VALUE blocks, then END.
+    Retrieval,
+    /// set add replace append prepend cas.
+    Storage,
+    Delete,
+    /// incr decr: a number or NOT_FOUND.
+    Arithmetic,
+    Touch,
+    /// flush_all verbosity: OK.
+    Ok,
+    /// mg ms md ma me: a two-letter code (VA with a data block).
+    Meta,
+}
+
+impl ReplyKind {
+    pub fn of(command: Command) -> ReplyKind {
+        match command {
+            Command::Get | Command::Gets | Command::Gat | Command::Gats => ReplyKind::Retrieval,
+            Command::Set
+            | Command::Add
+            | Command::Replace
+            | Command::Append
+            | Command::Prepend
+            | Command::Cas => ReplyKind::Storage,
+            Command::Delete => ReplyKind::Delete,
+            Command::Incr | Command::Decr => ReplyKind::Arithmetic,
+            Command::Touch => ReplyKind::Touch,
+            Command::MetaGet
+            | Command::MetaSet
+            | Command::MetaDelete
+            | Command::MetaArithmetic
+            | Command::MetaDebug
+            | Command::MetaNoop => ReplyKind::Meta,
+            Command::Version
+            | Command::Verbosity
+            | Command::Stats
+            | Command::FlushAll
+            | Command::Quit => ReplyKind::Ok,
+        }
+    }
+
+    /// True when `line` (with its `\r\n`) is a complete reply of this kind, or an error line.
+    fn accepts(self, line: &[u8]) -> bool {
+        let Some(body) = line.strip_suffix(b"\r\n") else {
+            return false;
+        };
+        if is_error(body) {
+            return true;
+        }
+        let one_of = |words: &[&[u8]]| words.contains(&body);
+        match self {
+            ReplyKind::Retrieval => body == b"END",
+            ReplyKind::Storage => one_of(&[b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND"]),
+            ReplyKind::Delete => one_of(&[b"DELETED", b"NOT_FOUND"]),
+            ReplyKind::Arithmetic => {
+                body == b"NOT_FOUND"
+                    || (!body.is_empty() && body.len() <= 20 && body.iter().all(u8::is_ascii_digit))
+            }
+            ReplyKind::Touch => one_of(&[b"TOUCHED", b"NOT_FOUND"]),
+            ReplyKind::Ok => body == b"OK",
+            ReplyKind::Meta => {
+                let code = &body[..body.len().min(2)];
+                let rest = &body[code.len()..];
+                [&b"HD"[..], b"EN", b"NF", b"NS", b"EX", b"MN", b"ME"].contains(&code)
+                    && (rest.is_empty() || rest[0] == b' ')
+            }
+        }
+    }
+}
+
 impl ReplyScanner {
-    /// The length of the first complete reply in `buf`, or `None` until it has all arrived.
-    /// After `Some`, the caller removes that many bytes from the front of `buf`.
-    pub fn next(&mut self, buf: &[u8]) -> Result<Option<usize>, BadReply> {
+    /// The length of the first complete reply in `buf` to a request expecting `kind`, or `None`
+    /// until it has all arrived. After `Some`, the caller removes that many bytes from `buf`.
+    /// Anything that is not a memcached reply of that kind is `BadReply`.
+    pub fn next(&mut self, buf: &[u8], kind: ReplyKind) -> Result<Option<usize>, BadReply> {
         loop {
             let pos = self.checked;
             let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
@@ -31,9 +107,18 @@ impl ReplyScanner {
             };
             let line_end = pos + nl + 1;
             let line = &buf[pos..line_end];
-            if let Some(rest) = line.strip_prefix(b"VALUE ") {
-                // VALUE <key> <flags> <bytes> [<cas>]: more blocks follow until END.
-                let len = nth_number(rest, 2).ok_or(BadReply)?;
+            let value = match kind {
+                ReplyKind::Retrieval => {
+                    line.strip_prefix(b"VALUE ").map(|rest| nth_number(rest, 2))
+                }
+                // VA <size> <flags>*, then the data block.
+                ReplyKind::Meta if pos == 0 => {
+                    line.strip_prefix(b"VA ").map(|rest| nth_number(rest, 0))
+                }
+                _ => None,
+            };
+            if let Some(len) = value {
+                let len = len.ok_or(BadReply)?;
                 let end = line_end + len + 2;
                 if buf.len() < end {
                     return Ok(None);
@@ -41,31 +126,18 @@ impl ReplyScanner {
                 if &buf[end - 2..end] != b"\r\n" {
                     return Err(BadReply);
                 }
+                if kind == ReplyKind::Meta {
+                    return Ok(Some(end));
+                }
+                // VALUE <key> <flags> <bytes> [<cas>]: more blocks follow until END.
                 self.checked = end;
                 continue;
             }
-            if self.checked > 0 && !line.starts_with(b"END") {
-                // After VALUE blocks only END (or an error line) may come.
-                if !is_error(line) {
-                    return Err(BadReply);
-                }
+            if !kind.accepts(line) {
+                return Err(BadReply);
             }
-            let end = if let Some(rest) = line.strip_prefix(b"VA ") {
-                // Meta value: VA <size> <flags>*, then the data block.
-                let len = nth_number(rest, 0).ok_or(BadReply)?;
-                let end = line_end + len + 2;
-                if buf.len() < end {
-                    return Ok(None);
-                }
-                if &buf[end - 2..end] != b"\r\n" {
-                    return Err(BadReply);
-                }
-                end
-            } else {
-                line_end
-            };
             self.checked = 0;
-            return Ok(Some(end));
+            return Ok(Some(line_end));
         }
     }
 }
@@ -125,11 +197,14 @@ fn nth_number(line: &[u8], n: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn frame_all(stream: &[u8]) -> Result<Vec<&[u8]>, BadReply> {
+    fn frame_all<'a>(stream: &'a [u8], kinds: &[ReplyKind]) -> Result<Vec<&'a [u8]>, BadReply> {
         let mut scanner = ReplyScanner::default();
         let mut out = Vec::new();
         let mut rest = stream;
-        while let Some(n) = scanner.next(rest)? {
+        for &kind in kinds {
+            let Some(n) = scanner.next(rest, kind)? else {
+                break;
+            };
             out.push(&rest[..n]);
             rest = &rest[n..];
         }
@@ -139,8 +214,12 @@ mod tests {
 
     #[test]
     fn frames_each_kind_of_reply() {
-        let stream = b"STORED\r\nVALUE a 0 3\r\nx\r\n\r\nVALUE b 5 0 77\r\n\r\nEND\r\nEND\r\nVA 2 f1\r\nhi\r\nHD\r\nSERVER_ERROR out of memory\r\n";
-        let replies = frame_all(stream).unwrap();
+        use ReplyKind::*;
+        let stream = b"STORED\r\nVALUE a 0 3\r\nx\r\n\r\nVALUE b 5 0 77\r\n\r\nEND\r\nEND\r\nVA 2 f1\r\nhi\r\nHD\r\nSERVER_ERROR out of memory\r\n42\r\nTOUCHED\r\nDELETED\r\nOK\r\nEN\r\n";
+        let kinds = [
+            Storage, Retrieval, Retrieval, Meta, Meta, Storage, Arithmetic, Touch, Delete, Ok, Meta,
+        ];
+        let replies = frame_all(stream, &kinds).unwrap();
         assert_eq!(
             replies,
             vec![
@@ -150,6 +229,11 @@ mod tests {
                 b"VA 2 f1\r\nhi\r\n",
                 b"HD\r\n",
                 b"SERVER_ERROR out of memory\r\n",
+                b"42\r\n",
+                b"TOUCHED\r\n",
+                b"DELETED\r\n",
+                b"OK\r\n",
+                b"EN\r\n",
             ]
         );
     }
@@ -159,31 +243,44 @@ mod tests {
         let reply = b"VALUE a 0 3\r\nabc\r\nVALUE bb 1 2 9\r\nxy\r\nEND\r\n";
         for cut in 0..reply.len() {
             let mut scanner = ReplyScanner::default();
-            assert_eq!(scanner.next(&reply[..cut]), Ok(None), "cut at {cut}");
+            assert_eq!(
+                scanner.next(&reply[..cut], ReplyKind::Retrieval),
+                Ok(None),
+                "cut at {cut}"
+            );
         }
         // Resuming after partial scans gives the same answer.
         let mut scanner = ReplyScanner::default();
         for cut in 0..reply.len() {
-            assert_eq!(scanner.next(&reply[..cut]), Ok(None));
+            assert_eq!(scanner.next(&reply[..cut], ReplyKind::Retrieval), Ok(None));
         }
-        assert_eq!(scanner.next(reply), Ok(Some(reply.len())));
+        assert_eq!(
+            scanner.next(reply, ReplyKind::Retrieval),
+            Ok(Some(reply.len()))
+        );
     }
 
     #[test]
     fn garbage_is_refused() {
-        assert_eq!(
-            ReplyScanner::default().next(b"VALUE a 0 x\r\n"),
-            Err(BadReply)
-        );
-        assert_eq!(
-            ReplyScanner::default().next(b"VALUE a 0 1\r\nxyz\r\n"),
-            Err(BadReply)
-        );
-        assert_eq!(
-            ReplyScanner::default().next(b"VALUE a 0 1\r\nx\r\nSTORED\r\n"),
-            Err(BadReply)
-        );
-        assert_eq!(ReplyScanner::default().next(&[b'x'; 9000]), Err(BadReply));
+        let bad = |wire: &[u8], kind| {
+            assert_eq!(
+                ReplyScanner::default().next(wire, kind),
+                Err(BadReply),
+                "{wire:?}"
+            )
+        };
+        bad(b"VALUE a 0 x\r\n", ReplyKind::Retrieval);
+        bad(b"VALUE a 0 1\r\nxyz\r\n", ReplyKind::Retrieval);
+        bad(b"VALUE a 0 1\r\nx\r\nSTORED\r\n", ReplyKind::Retrieval);
+        bad(&[b'x'; 9000], ReplyKind::Storage);
+        bad(b"HTTP/1.1 400 Bad Request\r\n", ReplyKind::Storage);
+        bad(b"HTTP/1.1 400 Bad Request\r\n", ReplyKind::Retrieval);
+        bad(b"STORED\r\n", ReplyKind::Retrieval);
+        bad(b"END\r\n", ReplyKind::Storage);
+        bad(b"STORED\n", ReplyKind::Storage);
+        bad(b"12a\r\n", ReplyKind::Arithmetic);
+        bad(b"HDX\r\n", ReplyKind::Meta);
+        bad(b"VALUE a 0 1\r\nx\r\n", ReplyKind::Meta);
     }
 
     #[test]

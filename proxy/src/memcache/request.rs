@@ -291,24 +291,43 @@ impl Request {
     }
 }
 
+/// A refused request: the error to answer with, and how many bytes after the consumed command
+/// line still belong to it (its data block) and must be discarded as they arrive, unbuffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: ProtocolError,
+    pub skip: usize,
+}
+
+impl From<ProtocolError> for Refusal {
+    fn from(error: ProtocolError) -> Refusal {
+        Refusal { error, skip: 0 }
+    }
+}
+
 /// Decodes the first request in `buf`. `Ok(None)`: incomplete, `buf` untouched. On success and
-/// on every error but `LineTooLong` the request's bytes are consumed from `buf`.
-pub fn decode(buf: &mut BytesMut, item_size_max: usize) -> Result<Option<Request>, ProtocolError> {
+/// on every refusal but `LineTooLong` the request's bytes are consumed from `buf`; a refused
+/// storage command's data block is then `skip`ped, as memcached swallows it.
+pub fn decode(buf: &mut BytesMut, item_size_max: usize) -> Result<Option<Request>, Refusal> {
     let Some(nl) = memchr::memchr(b'\n', buf) else {
         return if buf.len() > MAX_LINE {
-            Err(ProtocolError::LineTooLong)
+            Err(ProtocolError::LineTooLong.into())
         } else {
             Ok(None)
         };
     };
     let line_len = nl + 1;
     let line = trim_eol(&buf[..nl]);
-    let parsed = parse_line(line, item_size_max);
+    let mut data_len = None;
+    let parsed = parse_line(line, item_size_max, &mut data_len);
     let head = match parsed {
         Ok(head) => head,
-        Err(e) => {
+        Err(error) => {
             let _ = buf.split_to(line_len);
-            return Err(e);
+            return Err(Refusal {
+                error,
+                skip: data_len.map_or(0, |n| n + 2),
+            });
         }
     };
     let frame_len = match head.data_len {
@@ -325,7 +344,7 @@ pub fn decode(buf: &mut BytesMut, item_size_max: usize) -> Result<Option<Request
                 let from = line_len + n;
                 let skip = memchr::memchr(b'\n', &buf[from..]).map_or(buf.len(), |i| from + i + 1);
                 let _ = buf.split_to(skip);
-                return Err(ProtocolError::BadDataChunk);
+                return Err(ProtocolError::BadDataChunk.into());
             }
             total
         }
@@ -403,7 +422,13 @@ impl Tokens {
     }
 }
 
-fn parse_line(line: &[u8], item_size_max: usize) -> Result<Head, ProtocolError> {
+/// Parses a command line. `data_len` is set as soon as a storage command's length is known,
+/// so that a refusal after it still skips the data block.
+fn parse_line(
+    line: &[u8],
+    item_size_max: usize,
+    data_len: &mut Option<usize>,
+) -> Result<Head, ProtocolError> {
     let name_end = memchr::memchr(b' ', line).unwrap_or(line.len());
     let command = Command::from_name(&line[..name_end]).ok_or(ProtocolError::UnknownCommand)?;
     if command.is_retrieval() {
@@ -422,13 +447,13 @@ fn parse_line(line: &[u8], item_size_max: usize) -> Result<Head, ProtocolError> 
         base64_key: false,
         data_len: None,
     };
-    // `noreply` as the last of `max` tokens; `min` tokens without it.
+    // `min` tokens, then optionally one more: `noreply` silences the reply; any other word is
+    // ignored, as memcached ignores it.
     let noreply = |head: &mut Head, min: usize| -> Result<(), ProtocolError> {
         if n == min + 1 {
-            if t.get(line, min) != b"noreply" {
-                return Err(ProtocolError::BadFormat);
+            if t.get(line, min) == b"noreply" {
+                head.silent = Some(t.with_space(min));
             }
-            head.silent = Some(t.with_space(min));
         } else if n != min {
             return Err(ProtocolError::BadFormat);
         }
@@ -445,6 +470,8 @@ fn parse_line(line: &[u8], item_size_max: usize) -> Result<Head, ProtocolError> 
             if n < min {
                 return Err(ProtocolError::BadFormat);
             }
+            // As memcached: a malformed line leaves its data to be read as commands; only a
+            // value too large is swallowed.
             set_key(&mut head, line, &t, 1)?;
             parse_u32(t.get(line, 2))?;
             parse_i64(t.get(line, 3))?;
@@ -454,7 +481,8 @@ fn parse_line(line: &[u8], item_size_max: usize) -> Result<Head, ProtocolError> 
             }
             noreply(&mut head, min)?;
             if len > item_size_max {
-                return Err(ProtocolError::TooLarge { skip: len + 2 });
+                *data_len = Some(len);
+                return Err(ProtocolError::TooLarge);
             }
             head.data_len = Some(len);
         }
@@ -498,13 +526,20 @@ fn parse_line(line: &[u8], item_size_max: usize) -> Result<Head, ProtocolError> 
                 return Err(ProtocolError::BadFormat);
             }
             let mut first_flag = 2;
+            let base64 = (2..n).any(|i| t.get(line, i) == b"b");
+            if !base64 {
+                set_key(&mut head, line, &t, 1)?;
+            }
             if command == Command::MetaSet {
                 if n < 3 {
                     return Err(ProtocolError::BadFormat);
                 }
                 let len = parse_len(t.get(line, 2))?;
+                // As memcached: once the key and length are read, a refused meta set swallows
+                // its data block.
+                *data_len = Some(len);
                 if len > item_size_max {
-                    return Err(ProtocolError::TooLarge { skip: len + 2 });
+                    return Err(ProtocolError::TooLarge);
                 }
                 head.data_len = Some(len);
                 first_flag = 3;
@@ -534,21 +569,20 @@ fn parse_line(line: &[u8], item_size_max: usize) -> Result<Head, ProtocolError> 
                 }
                 head.keys = t.ranges[1].clone();
                 head.key_count = 1;
-            } else {
-                set_key(&mut head, line, &t, 1)?;
             }
         }
-        Command::MetaNoop | Command::Version | Command::Quit => {
-            if n != 1 {
-                return Err(ProtocolError::BadFormat);
-            }
-        }
+        // memcached answers these whatever follows.
+        Command::MetaNoop | Command::Version | Command::Quit => {}
         Command::Verbosity => {
-            if n < 2 {
-                return Err(ProtocolError::BadFormat);
+            // `verbosity noreply` is silent; `verbosity` alone is memcached's ERROR.
+            match n {
+                1 => return Err(ProtocolError::UnknownCommand),
+                2 if t.get(line, 1) == b"noreply" => head.silent = Some(t.with_space(1)),
+                _ => {
+                    parse_u32(t.get(line, 1))?;
+                    noreply(&mut head, 2)?;
+                }
             }
-            parse_u32(t.get(line, 1))?;
-            noreply(&mut head, 2)?;
         }
         Command::FlushAll => {
             let mut min = 1;

@@ -7,7 +7,7 @@ use super::*;
 const LIMIT: usize = 1024 * 1024;
 
 fn one(wire: &[u8]) -> Result<Option<Request>, ProtocolError> {
-    decode(&mut BytesMut::from(wire), LIMIT)
+    decode(&mut BytesMut::from(wire), LIMIT).map_err(|r| r.error)
 }
 
 /// Decodes everything in `wire`: each request's command or error, and what is left over.
@@ -18,11 +18,13 @@ fn all(wire: &[u8]) -> (Vec<Result<Command, ProtocolError>>, usize) {
         match decode(&mut buf, LIMIT) {
             Ok(Some(r)) => out.push(Ok(r.command)),
             Ok(None) => break,
-            Err(e) => {
-                out.push(Err(e));
-                if e.is_fatal() {
+            Err(r) => {
+                out.push(Err(r.error));
+                if r.error.is_fatal() {
                     break;
                 }
+                // As the session does: the refused request's data block is skipped.
+                let _ = buf.split_to(r.skip.min(buf.len()));
             }
         }
     }
@@ -136,7 +138,7 @@ fn bad_input_gets_memcacheds_answers() {
         (b"set k 0 0\r\n", ProtocolError::BadFormat),
         (b"set k x 0 1\r\n", ProtocolError::BadFormat),
         (b"set k 0 0 -1\r\n", ProtocolError::BadFormat),
-        (b"set k 0 0 1 maybe\r\n", ProtocolError::BadFormat),
+        (b"set k 0 0 1 a b\r\n", ProtocolError::BadFormat),
         (b"incr k abc\r\n", ProtocolError::BadDelta),
         (b"incr k -1\r\n", ProtocolError::BadDelta),
         (b"delete k 5\r\n", ProtocolError::BadDelete),
@@ -144,16 +146,12 @@ fn bad_input_gets_memcacheds_answers() {
         (b"get a\tb\r\n", ProtocolError::BadKey),
         (b"touch k\r\n", ProtocolError::BadFormat),
         (b"mg\r\n", ProtocolError::BadFormat),
-        (b"version extra\r\n", ProtocolError::BadFormat),
+        (b"verbosity\r\n", ProtocolError::UnknownCommand),
     ];
     for (wire, want) in cases {
         let mut buf = BytesMut::from(wire);
-        assert_eq!(
-            decode(&mut buf, LIMIT).unwrap_err(),
-            want,
-            "{:?}",
-            String::from_utf8_lossy(wire)
-        );
+        let refusal = decode(&mut buf, LIMIT).unwrap_err();
+        assert_eq!(refusal.error, want, "{:?}", String::from_utf8_lossy(wire));
         assert!(buf.is_empty(), "the bad line is consumed");
     }
     let long_key = [b"get ".as_slice(), &[b'a'; 251], b"\r\n"].concat();
@@ -182,9 +180,13 @@ fn bad_input_mid_pipeline_leaves_the_rest_intact() {
 #[test]
 fn a_value_that_is_too_large_is_skipped_not_buffered() {
     let mut buf = BytesMut::from(&b"set k 0 0 2000000\r\nxxxx"[..]);
+    let refusal = decode(&mut buf, LIMIT).unwrap_err();
     assert_eq!(
-        decode(&mut buf, LIMIT).unwrap_err(),
-        ProtocolError::TooLarge { skip: 2_000_002 }
+        refusal,
+        Refusal {
+            error: ProtocolError::TooLarge,
+            skip: 2_000_002
+        }
     );
     assert_eq!(
         &buf[..],
@@ -192,9 +194,13 @@ fn a_value_that_is_too_large_is_skipped_not_buffered() {
         "only the line is consumed; the caller skips the value"
     );
     let mut buf = BytesMut::from(&b"ms k 2000000 T0\r\n"[..]);
+    let refusal = decode(&mut buf, LIMIT).unwrap_err();
     assert_eq!(
-        decode(&mut buf, LIMIT).unwrap_err(),
-        ProtocolError::TooLarge { skip: 2_000_002 }
+        refusal,
+        Refusal {
+            error: ProtocolError::TooLarge,
+            skip: 2_000_002
+        }
     );
     let mut buf = BytesMut::from(&b"set k 0 0 1048576\r\n"[..]);
     assert!(
@@ -204,11 +210,38 @@ fn a_value_that_is_too_large_is_skipped_not_buffered() {
 }
 
 #[test]
+fn a_refused_meta_set_skips_its_data_block_as_memcached_does() {
+    // As memcached 1.6: a meta set refused for its flags or base64 key swallows its data; a
+    // malformed classic set does not (its data is read as commands, as memcached reads it).
+    for wire in [&b"ms k 18 ?\r\n"[..], b"ms !!!! 18 b\r\n"] {
+        let refusal = decode(&mut BytesMut::from(wire), LIMIT).unwrap_err();
+        assert_eq!(refusal.skip, 20, "{:?}", String::from_utf8_lossy(wire));
+    }
+    let long_key = [b"ms ".as_slice(), &[b'k'; 251], b" 18\r\n"].concat();
+    for wire in [&b"set k\x01 0 0 18\r\n"[..], b"set k x 0 18\r\n", &long_key] {
+        let refusal = decode(&mut BytesMut::from(wire), LIMIT).unwrap_err();
+        assert_eq!(refusal.skip, 0, "{:?}", String::from_utf8_lossy(wire));
+    }
+    let (out, left) = all(b"ms k 18 ?\r\ndelete swallow:1:0\r\nget swallow:1:0\r\n");
+    assert_eq!(out, vec![Err(ProtocolError::BadFormat), Ok(Command::Get)]);
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn memcached_leniencies_are_kept() {
+    // A stray last word where `noreply` may stand is ignored; version and mn take any tail.
+    let r = one(b"set k 0 0 1 norepy\r\nx\r\n").unwrap().unwrap();
+    assert!(!r.is_noreply());
+    assert!(one(b"version foo bar\r\n").unwrap().is_some());
+    assert!(one(b"verbosity noreply\r\n").unwrap().unwrap().is_noreply());
+}
+
+#[test]
 fn a_line_without_end_is_fatal_past_the_bound() {
     let mut buf = BytesMut::from(&vec![b'g'; MAX_LINE][..]);
     assert!(decode(&mut buf, LIMIT).unwrap().is_none());
     buf.extend_from_slice(b"g");
-    let e = decode(&mut buf, LIMIT).unwrap_err();
+    let e = decode(&mut buf, LIMIT).unwrap_err().error;
     assert_eq!(e, ProtocolError::LineTooLong);
     assert!(e.is_fatal());
 }

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::pending::{Pending, Slot};
+use crate::memcache::reply::ReplyKind;
 use crate::memcache::{Command, Request, decode};
 use crate::plugin::{PoolPlugins, Verdict, chain::Placement};
 use crate::upstream::{Dest, WorkerPool};
@@ -209,8 +210,10 @@ fn forward_one(
             frag: 0,
         }
     };
-    pool.backend(server)
-        .send(dest, |buf| req.write_forward(buf, new_key));
+    pool.backend(server, affinity(pending))
+        .send(dest, ReplyKind::of(req.command), |buf| {
+            req.write_forward(buf, new_key)
+        });
 }
 
 /// A retrieval over several keys (or any rewritten retrieval): one request per server holding
@@ -241,8 +244,8 @@ fn retrieve_many(
             seq,
             frag: 0,
         };
-        pool.backend(first as usize)
-            .send(dest, |buf| buf.put_slice(req.frame()));
+        pool.backend(first as usize, affinity(pending))
+            .send(dest, ReplyKind::Retrieval, |buf| buf.put_slice(req.frame()));
         return;
     }
     // Number the servers involved as fragments, in order of first appearance.
@@ -273,8 +276,10 @@ fn retrieve_many(
             seq,
             frag,
         };
-        pool.backend(server as usize)
-            .send(dest, |buf| pending.write_fragment(seq, frag, buf));
+        pool.backend(server as usize, affinity(pending))
+            .send(dest, ReplyKind::Retrieval, |buf| {
+                pending.write_fragment(seq, frag, buf)
+            });
     }
 }
 
@@ -291,8 +296,8 @@ fn broadcast(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>) {
             },
             None => Dest::Discard,
         };
-        pool.backend(server)
-            .send(dest, |buf| req.write_forward(buf, None));
+        pool.backend(server, affinity(pending))
+            .send(dest, ReplyKind::Ok, |buf| req.write_forward(buf, None));
     }
 }
 
@@ -324,16 +329,35 @@ pub fn reroute(pool: &WorkerPool, bytes: Bytes, dest: Dest, error: &Bytes) {
                 seq,
                 frag,
             };
-            pool.backend(server as usize)
-                .send(dest, |buf| pending.write_fragment(seq, frag, buf));
+            pool.backend(server as usize, affinity(&pending)).send(
+                dest,
+                ReplyKind::Retrieval,
+                |buf| pending.write_fragment(seq, frag, buf),
+            );
         }
         return;
     }
     let mut scratch = [0u8; 512];
     let key = req.placement_key(&mut scratch);
     match ring.locate(cfg.hash, cfg.hash_tag, key) {
-        Some(server) => pool.backend(server).send(dest, |buf| buf.put_slice(&bytes)),
+        Some(server) => pool.backend(server, dest_affinity(&dest)).send(
+            dest,
+            ReplyKind::of(req.command),
+            |buf| buf.put_slice(&bytes),
+        ),
         None => settle(dest, Bytes::from_static(NO_SERVER)),
+    }
+}
+
+/// Which of a server's connections a client's requests use: one per client connection.
+fn affinity(pending: &Rc<Pending>) -> usize {
+    Rc::as_ptr(pending) as usize / std::mem::align_of::<Pending>()
+}
+
+fn dest_affinity(dest: &Dest) -> usize {
+    match dest {
+        Dest::Slot { pending, .. } => affinity(pending),
+        Dest::Discard => 0,
     }
 }
 

@@ -5,11 +5,11 @@ pub mod pending;
 
 use std::rc::Rc;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::memcache::{ProtocolError, decode};
+use crate::memcache::{Command, Refusal, decode};
 use crate::upstream::WorkerPool;
 use pending::{Pending, Slot};
 
@@ -49,27 +49,28 @@ pub async fn serve<R, W>(
             }
             while skip == 0 && pending.len() < MAX_PENDING {
                 match decode(&mut inbuf, item_size_max) {
-                    Ok(Some(req)) => dispatch::dispatch(req, &pool, &pending, &mut scratch),
-                    Ok(None) => break,
-                    Err(ProtocolError::TooLarge { skip: n }) => {
-                        pending.push(
-                            Slot::Reply(Some(bytes::Bytes::from_static(
-                                ProtocolError::TooLarge { skip: n }.reply(),
-                            ))),
-                            0,
-                        );
-                        let now = n.min(inbuf.len());
-                        inbuf.advance(now);
-                        skip = n - now;
+                    Ok(Some(req)) => {
+                        // Nothing after `quit` is read, as memcached reads nothing after it.
+                        let quit = req.command == Command::Quit;
+                        dispatch::dispatch(req, &pool, &pending, &mut scratch);
+                        if quit {
+                            closing = true;
+                            break;
+                        }
                     }
-                    Err(e) if e.is_fatal() => {
+                    Ok(None) => break,
+                    Err(Refusal { error, .. }) if error.is_fatal() => {
                         counters.client_err.incr();
-                        pending.push(Slot::Close(Some(e.reply())), 0);
+                        pending.push(Slot::Close(Some(error.reply())), 0);
                         closing = true;
                         break;
                     }
-                    Err(e) => {
-                        pending.push(Slot::Reply(Some(bytes::Bytes::from_static(e.reply()))), 0);
+                    Err(Refusal { error, skip: n }) => {
+                        pending.push(Slot::Reply(Some(Bytes::from_static(error.reply()))), 0);
+                        // The refused request's data block is thrown away as it arrives.
+                        let now = n.min(inbuf.len());
+                        inbuf.advance(now);
+                        skip = n - now;
                     }
                 }
             }

@@ -261,6 +261,8 @@ impl Pending {
                     if let Some(line) = last {
                         out.put_slice(line);
                     }
+                    // Nothing after a close is answered.
+                    self.entries.borrow_mut().clear();
                     return true;
                 }
             }

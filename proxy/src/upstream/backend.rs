@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::ServerAddr;
 use crate::memcache::ReplyScanner;
+use crate::memcache::reply::ReplyKind;
 use crate::session::pending::{Pending, Seq};
 use crate::stats::PoolStats;
 use crate::upstream::WorkerPool;
@@ -33,6 +34,8 @@ pub enum Dest {
 
 struct Inflight {
     dest: Dest,
+    /// The reply shape expected, to refuse anything else.
+    kind: ReplyKind,
     deadline: Option<Instant>,
     /// Bytes of the request in the queue, so a request never written can be sent elsewhere.
     len: u32,
@@ -133,7 +136,7 @@ impl Backend {
     }
 
     /// Queues a request: `write` appends its bytes; its reply goes to `dest`.
-    pub fn send(self: &Rc<Self>, dest: Dest, write: impl FnOnce(&mut BytesMut)) {
+    pub fn send(self: &Rc<Self>, dest: Dest, kind: ReplyKind, write: impl FnOnce(&mut BytesMut)) {
         let (was_idle, len) = {
             let mut queue = self.queue.borrow_mut();
             let before = queue.len();
@@ -147,6 +150,7 @@ impl Backend {
         let deadline = self.target.timeout.map(|t| Instant::now() + t);
         self.inflight.borrow_mut().push_back(Inflight {
             dest,
+            kind,
             deadline,
             len,
         });
@@ -268,11 +272,15 @@ impl Backend {
                         Ok(_) => {}
                         Err(e) => return Err(Failure::from_io(&e)),
                     }
-                    while let Some(n) = scanner.next(&rbuf).map_err(|_| Failure::BadReply)? {
-                        let reply = rbuf.split_to(n).freeze();
-                        let Some(entry) = self.inflight.borrow_mut().pop_front() else {
-                            return Err(Failure::BadReply);
+                    while !rbuf.is_empty() {
+                        // Bytes nobody asked for, or not the reply the oldest request expects:
+                        // the connection no longer speaks memcached.
+                        let kind = self.inflight.borrow().front().map(|e| e.kind).ok_or(Failure::BadReply)?;
+                        let Some(n) = scanner.next(&rbuf, kind).map_err(|_| Failure::BadReply)? else {
+                            break;
                         };
+                        let reply = rbuf.split_to(n).freeze();
+                        let entry = self.inflight.borrow_mut().pop_front().expect("peeked");
                         self.written.set(self.written.get().saturating_sub(1));
                         if !replied {
                             replied = true;

@@ -3,7 +3,7 @@
 pub mod backend;
 pub mod health;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
@@ -60,10 +60,9 @@ impl PoolShared {
     }
 }
 
-/// One server's connections in one worker, used in turn.
+/// One server's connections in one worker.
 struct ServerConns {
     conns: Vec<Rc<Backend>>,
-    next: Cell<usize>,
 }
 
 /// One worker's view of a pool.
@@ -111,7 +110,6 @@ impl WorkerPool {
                 let n = cfg.server_connections.max(1) as usize;
                 ServerConns {
                     conns: (0..n).map(|_| Backend::new(Rc::clone(&target))).collect(),
-                    next: Cell::new(0),
                 }
             })
             .collect();
@@ -124,12 +122,11 @@ impl WorkerPool {
         }
     }
 
-    /// The connection the next request to `server` goes on (round robin over `server_connections`).
-    pub fn backend(&self, server: usize) -> &Rc<Backend> {
-        let s = &self.servers[server];
-        let i = s.next.get();
-        s.next.set(if i + 1 == s.conns.len() { 0 } else { i + 1 });
-        &s.conns[i]
+    /// The connection to `server` for a client: always the same one for the same `affinity`, so
+    /// one client's requests to a server stay in order even with several `server_connections`.
+    pub fn backend(&self, server: usize, affinity: usize) -> &Rc<Backend> {
+        let conns = &self.servers[server].conns;
+        &conns[affinity % conns.len()]
     }
 
     /// How many servers the pool has.
