@@ -33,6 +33,8 @@ fn test_conf_accepts_a_good_file_and_every_shipped_config() {
         "alpha:\n  listen: 127.0.0.1:22121\n  hash: fnv1a_64\n  distribution: ketama\n  servers:\n   - 127.0.0.1:11211:1\n   - 127.0.0.1:11212:1 two\n",
     );
     let mut files = vec![good];
+    // conf/plugins.yml loads the example plugins from the workspace's target folder.
+    walnut_tests::plugin_dir(&["command-guard", "key-rewrite", "hash-select"]);
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
     let mut shipped: Vec<PathBuf> = std::fs::read_dir(&conf)
         .expect("conf/ exists")
