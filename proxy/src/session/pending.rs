@@ -41,6 +41,8 @@ pub struct Gather {
     pub key_frag: Vec<u16>,
     /// Replies by fragment.
     pub frags: Vec<Option<Bytes>>,
+    /// Merge cursors by fragment, kept only to reuse the allocation.
+    cursors: Vec<usize>,
 }
 
 impl Gather {
@@ -250,7 +252,7 @@ impl Pending {
                 }
                 Slot::AllOk(first) => out.put_slice(first.as_deref().unwrap_or(b"OK\r\n")),
                 Slot::Gather(mut g) => {
-                    merge(&g, out);
+                    merge(&mut g, out);
                     g.frags.clear();
                     g.key_frag.clear();
                     g.request = Bytes::new();
@@ -282,7 +284,7 @@ fn quiet_hides(cmd: Command, reply: &[u8]) -> bool {
 
 /// Merges per-server retrieval replies into one, in the client's key order, with one END.
 /// A key whose server failed is a miss; when every server failed, the first error is the reply.
-fn merge(g: &Gather, out: &mut BytesMut) {
+fn merge(g: &mut Gather, out: &mut BytesMut) {
     let failed = |r: &Option<Bytes>| r.as_deref().is_none_or(is_error);
     if g.frags.iter().all(failed) {
         out.put_slice(
@@ -295,15 +297,11 @@ fn merge(g: &Gather, out: &mut BytesMut) {
         return;
     }
     // Each server answers its keys' hits in the order they were asked, so one cursor per
-    // fragment walks its reply while the keys are walked in the client's order.
-    let mut cursors: Vec<_> = g
-        .frags
-        .iter()
-        .map(|r| match r {
-            Some(r) if !is_error(r) => value_blocks(r).peekable(),
-            _ => value_blocks(&[]).peekable(),
-        })
-        .collect();
+    // fragment (an offset into its reply, kept in a reused vector) walks its reply while the
+    // keys are walked in the client's order.
+    let mut cursors = std::mem::take(&mut g.cursors);
+    cursors.clear();
+    cursors.resize(g.frags.len(), 0);
     let keys = g.request[g.keys.clone()]
         .split(|&b| b == b' ')
         .filter(|k| !k.is_empty());
@@ -312,17 +310,22 @@ fn merge(g: &Gather, out: &mut BytesMut) {
         .split(|&b| b == b' ')
         .filter(|k| !k.is_empty());
     for ((key, sent), &frag) in keys.zip(sent).zip(&g.key_frag) {
-        let cursor = &mut cursors[frag as usize];
-        if cursor.peek().is_some_and(|b| b.key == sent) {
-            let block = cursor.next().expect("peeked");
-            if g.sent.is_some() {
-                out.put_slice(b"VALUE ");
-                out.put_slice(key);
-                out.put_slice(block.after_key);
-            } else {
-                out.put_slice(block.block);
-            }
+        let Some(reply) = g.frags[frag as usize].as_deref().filter(|r| !is_error(r)) else {
+            continue;
+        };
+        let at = &mut cursors[frag as usize];
+        let Some(block) = value_blocks(&reply[*at..]).next().filter(|b| b.key == sent) else {
+            continue;
+        };
+        *at += block.block.len();
+        if g.sent.is_some() {
+            out.put_slice(b"VALUE ");
+            out.put_slice(key);
+            out.put_slice(block.after_key);
+        } else {
+            out.put_slice(block.block);
         }
     }
+    g.cursors = cursors;
     out.put_slice(b"END\r\n");
 }
