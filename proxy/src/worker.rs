@@ -277,11 +277,11 @@ async fn accept_loop(
                 Conn::Tcp(s) => {
                     let _ = s.set_nodelay(true);
                     let (r, w) = s.into_split();
-                    session::serve(r, w, Rc::clone(&pool), shutdown).await;
+                    session::serve(r, session::ClientWriter::Tcp(w), Rc::clone(&pool), shutdown).await;
                 }
                 Conn::Unix(s) => {
                     let (r, w) = s.into_split();
-                    session::serve(r, w, Rc::clone(&pool), shutdown).await;
+                    session::serve(r, session::ClientWriter::Unix(w), Rc::clone(&pool), shutdown).await;
                 }
             }
             pool.shared.clients.fetch_sub(1, Ordering::Relaxed);

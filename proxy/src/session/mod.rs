@@ -2,16 +2,18 @@
 
 pub mod dispatch;
 pub mod pending;
+pub mod writer;
 
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
 use crate::memcache::{Command, Refusal, decode};
 use crate::upstream::WorkerPool;
 use pending::{Pending, Slot};
+pub use writer::ClientWriter;
 
 /// Requests in flight per connection before walnut stops reading from it (backpressure).
 const MAX_PENDING: usize = 4096;
@@ -21,20 +23,21 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Serves one client until it leaves, sends `quit`, breaks the protocol fatally, or the
 /// process shuts down (then the requests already read are still answered).
-pub async fn serve<R, W>(
+///
+/// Replies are written by whichever task completes them (see `Pending::flush`); this task
+/// reads and routes, and waits on the socket only when it is full.
+pub async fn serve<R>(
     mut rd: R,
-    mut wr: W,
+    writer: ClientWriter,
     pool: Rc<WorkerPool>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
 {
     let counters = &pool.stats.pool;
-    let pending = Rc::new(Pending::default());
+    let pending = Rc::new(Pending::new(writer));
     let mut scratch = dispatch::Scratch::default();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut out = BytesMut::with_capacity(READ_CHUNK);
     let item_size_max = pool.shared.config.item_size_max;
     // Bytes of an oversized value still to be thrown away as they arrive.
     let mut skip = 0usize;
@@ -75,31 +78,29 @@ pub async fn serve<R, W>(
                 }
             }
         }
-        if pending.drain_into(&mut out) {
-            closing = true;
-        }
-        if out.is_empty() && pending.is_empty() && (closing || !reading) {
+        // Replies walnut answered itself, and any that are ready, go out now.
+        pending.flush();
+        if pending.is_broken() {
+            counters.client_err.incr();
             break;
         }
-        let can_read = reading && !closing && pending.len() < MAX_PENDING && out.len() < MAX_OUT;
+        if pending.is_closed() {
+            break;
+        }
+        if pending.is_empty() && pending.unwritten() == 0 && (closing || !reading) {
+            break;
+        }
+        let can_read =
+            reading && !closing && pending.len() < MAX_PENDING && pending.unwritten() < MAX_OUT;
+        // Only a task that is not reading needs waking when replies drain.
+        pending.waiting.set(!can_read);
         if can_read && inbuf.capacity() - inbuf.len() < 512 {
             inbuf.reserve(READ_CHUNK);
         }
         tokio::select! {
             biased;
-            r = wr.write(&out), if !out.is_empty() => match r {
-                Ok(0) | Err(_) => {
-                    counters.client_err.incr();
-                    break;
-                }
-                Ok(n) => {
-                    out.advance(n);
-                    if out.is_empty() {
-                        out.clear();
-                    }
-                }
-            },
-            () = pending.ready.notified(), if !pending.is_empty() => {}
+            () = pending.unblock(), if pending.is_blocked() => {}
+            () = pending.ready.notified() => {}
             r = rd.read_buf(&mut inbuf), if can_read => match r {
                 Ok(0) => {
                     counters.client_eof.incr();
@@ -118,5 +119,5 @@ pub async fn serve<R, W>(
             }
         }
     }
-    let _ = wr.shutdown().await;
+    pending.close();
 }

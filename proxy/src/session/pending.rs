@@ -4,9 +4,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::sync::Notify;
 
+use super::writer::ClientWriter;
 use crate::memcache::Command;
 use crate::memcache::reply::{is_error, value_blocks};
 
@@ -64,7 +65,18 @@ struct Entry {
 pub struct Pending {
     entries: RefCell<VecDeque<Entry>>,
     head: Cell<Seq>,
-    /// Signalled when the head request completes.
+    /// Replies in order, not yet taken by the socket.
+    out: RefCell<BytesMut>,
+    writer: ClientWriter,
+    /// The socket took nothing: the client task waits until it is writable.
+    blocked: Cell<bool>,
+    /// Writing failed: the connection is finished.
+    broken: Cell<bool>,
+    /// A `Close` was reached: the connection ends once `out` is written.
+    closing: Cell<bool>,
+    /// The client task is not reading and waits for replies to drain.
+    pub waiting: Cell<bool>,
+    /// Wakes the client task when it has to act: blocked, broken, closed, or drained while waiting.
     pub ready: Notify,
     /// Gathers kept for reuse, so a steady multi-get load allocates nothing.
     // Boxed on purpose: the boxes themselves are what is reused, moved in and out of `Slot`.
@@ -72,18 +84,103 @@ pub struct Pending {
     spare: RefCell<Vec<Box<Gather>>>,
 }
 
-impl Default for Pending {
-    fn default() -> Self {
+impl Pending {
+    pub fn new(writer: ClientWriter) -> Pending {
         Pending {
             entries: RefCell::new(VecDeque::with_capacity(16)),
             head: Cell::new(0),
+            out: RefCell::new(BytesMut::with_capacity(16 * 1024)),
+            writer,
+            blocked: Cell::new(false),
+            broken: Cell::new(false),
+            closing: Cell::new(false),
+            waiting: Cell::new(false),
             ready: Notify::new(),
             spare: RefCell::new(Vec::new()),
         }
     }
-}
 
-impl Pending {
+    /// Writes every finished request at the head to the socket, as far as it takes them now.
+    /// The client task calls this itself; a completed reply calls it through `deliver`, so a
+    /// reply needs no task switch.
+    pub fn flush(&self) {
+        let reached_close = {
+            let mut out = self.out.borrow_mut();
+            self.drain_into(&mut out)
+        };
+        if reached_close {
+            self.closing.set(true);
+        }
+        if self.blocked.get() || self.broken.get() {
+            return;
+        }
+        let mut out = self.out.borrow_mut();
+        while !out.is_empty() {
+            match self.writer.try_write(&out) {
+                Ok(0) => {
+                    self.broken.set(true);
+                    break;
+                }
+                Ok(n) => out.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.blocked.set(true);
+                    break;
+                }
+                Err(_) => {
+                    self.broken.set(true);
+                    break;
+                }
+            }
+        }
+        if out.is_empty() {
+            out.clear();
+        }
+    }
+
+    /// After a reply was written from outside the client task: wake it when it has to act.
+    fn wake_if_needed(&self) {
+        let done = self.closing.get() && self.out.borrow().is_empty();
+        if self.blocked.get() || self.broken.get() || done || self.waiting.get() {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Waits until a blocked socket takes more, then writes what is waiting.
+    pub async fn unblock(&self) {
+        if self.writer.writable().await.is_err() {
+            self.broken.set(true);
+            return;
+        }
+        self.blocked.set(false);
+        self.flush();
+    }
+
+    /// The connection is over: the client reads EOF, and late replies are dropped.
+    pub fn close(&self) {
+        self.broken.set(true);
+        self.entries.borrow_mut().clear();
+        self.writer.shutdown();
+    }
+
+    /// The socket took nothing the last time; `unblock` waits for it.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.get()
+    }
+
+    /// Writing to the client failed.
+    pub fn is_broken(&self) -> bool {
+        self.broken.get()
+    }
+
+    /// A close was reached and everything before it is written.
+    pub fn is_closed(&self) -> bool {
+        self.closing.get() && self.out.borrow().is_empty()
+    }
+
+    /// Reply bytes not yet taken by the socket.
+    pub fn unwritten(&self) -> usize {
+        self.out.borrow().len()
+    }
     /// Adds a request waiting for `outstanding` replies; returns its sequence number.
     pub fn push(&self, slot: Slot, outstanding: u16) -> Seq {
         let mut entries = self.entries.borrow_mut();
@@ -134,7 +231,9 @@ impl Pending {
         }
         entry.outstanding = entry.outstanding.saturating_sub(1);
         if index == 0 && entry.outstanding == 0 {
-            self.ready.notify_one();
+            drop(entries);
+            self.flush();
+            self.wake_if_needed();
         }
     }
 
@@ -229,7 +328,7 @@ impl Pending {
 
     /// Writes every finished request at the head into `out`, in order. Returns true when a
     /// `Close` was reached: nothing after it is written.
-    pub fn drain_into(&self, out: &mut BytesMut) -> bool {
+    fn drain_into(&self, out: &mut BytesMut) -> bool {
         loop {
             let entry = {
                 let mut entries = self.entries.borrow_mut();
