@@ -6,6 +6,7 @@
 //! - [`memcache`]: the ASCII and meta protocol codecs, pure functions over bytes.
 //! - [`session`]: one client connection: decode, route ([`session::dispatch`]), answer in order.
 //! - [`upstream`]: a pool's servers and the pipelined connections to them.
+//! - [`http`]: the HTTP reverse proxy (`protocol: http` pools).
 //! - [`plugin`]: the wasmtime host for request filters (compiled once, one instance per worker).
 //! - [`worker`]: threads, listeners and shutdown; [`admin`] and [`stats`]: the stats port.
 //! - [`cli`]: the command line.
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod hash;
+pub mod http;
 pub mod memcache;
 pub mod plugin;
 pub mod ring;

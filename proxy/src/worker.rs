@@ -73,6 +73,8 @@ pub struct Runtime {
     pub registry: Arc<Registry>,
     pools: Vec<Arc<PoolShared>>,
     listeners: Vec<Listener>,
+    /// `protocol: http` pools and their listeners.
+    http: Vec<(Arc<crate::http::Shared>, Listener)>,
 }
 
 impl Runtime {
@@ -105,6 +107,18 @@ impl Runtime {
                 ))
             })
             .collect();
+        let mut http = Vec::new();
+        for (i, pool) in config.http.iter().enumerate() {
+            let l = Listener::bind(&pool.listen, pool.backlog).map_err(|e| {
+                format!(
+                    "pool \"{}\": cannot listen on {}: {e}",
+                    pool.name,
+                    describe(&pool.listen)
+                )
+            })?;
+            let chains = plugins.http.get(i).cloned().unwrap_or_default();
+            http.push((Arc::new(crate::http::Shared::new(pool.clone(), chains)), l));
+        }
         let names = pools
             .iter()
             .map(|p| PoolNames {
@@ -119,6 +133,7 @@ impl Runtime {
             registry,
             pools,
             listeners,
+            http,
         })
     }
 
@@ -132,11 +147,16 @@ impl Runtime {
                 .map(Listener::try_clone)
                 .collect::<std::io::Result<Vec<_>>>()?;
             let pools = self.pools.clone();
+            let http = self
+                .http
+                .iter()
+                .map(|(shared, l)| Ok((Arc::clone(shared), l.try_clone()?)))
+                .collect::<std::io::Result<Vec<_>>>()?;
             let registry = Arc::clone(&self.registry);
             let shutdown = shutdown.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("walnut-worker-{w}"))
-                .spawn(move || worker(w, pools, listeners, registry, shutdown))?;
+                .spawn(move || worker(w, pools, listeners, http, registry, shutdown))?;
             threads.push(thread);
         }
         for t in threads {
@@ -162,15 +182,31 @@ fn describe(listen: &Listen) -> String {
 
 /// Connections a worker has open, so shutdown can wait for them.
 #[derive(Default)]
-struct Live {
+pub struct Live {
     count: Cell<usize>,
     idle: Notify,
+}
+
+impl Live {
+    /// A connection opened.
+    pub fn enter(&self) {
+        self.count.set(self.count.get() + 1);
+    }
+
+    /// A connection closed.
+    pub fn leave(&self) {
+        self.count.set(self.count.get() - 1);
+        if self.count.get() == 0 {
+            self.idle.notify_one();
+        }
+    }
 }
 
 fn worker(
     index: usize,
     pools: Vec<Arc<PoolShared>>,
     listeners: Vec<Listener>,
+    http: Vec<(Arc<crate::http::Shared>, Listener)>,
     registry: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -194,6 +230,17 @@ fn worker(
                 wp,
                 Rc::clone(&live),
                 Arc::clone(&registry),
+                shutdown.clone(),
+            ));
+        }
+        for (shared, listener) in http {
+            let Listener::Tcp(listener) = listener else {
+                continue;
+            };
+            tokio::task::spawn_local(crate::http::accept_loop(
+                listener,
+                crate::http::Worker::new(shared),
+                Rc::clone(&live),
                 shutdown.clone(),
             ));
         }
@@ -277,11 +324,18 @@ async fn accept_loop(
                 Conn::Tcp(s) => {
                     let _ = s.set_nodelay(true);
                     let (r, w) = s.into_split();
-                    session::serve(r, session::ClientWriter::Tcp(w), Rc::clone(&pool), shutdown).await;
+                    session::serve(r, session::ClientWriter::Tcp(w), Rc::clone(&pool), shutdown)
+                        .await;
                 }
                 Conn::Unix(s) => {
                     let (r, w) = s.into_split();
-                    session::serve(r, session::ClientWriter::Unix(w), Rc::clone(&pool), shutdown).await;
+                    session::serve(
+                        r,
+                        session::ClientWriter::Unix(w),
+                        Rc::clone(&pool),
+                        shutdown,
+                    )
+                    .await;
                 }
             }
             pool.shared.clients.fetch_sub(1, Ordering::Relaxed);

@@ -36,6 +36,8 @@ pub mod code {
     pub const SERVER: u32 = 4;
     /// Answer locally (HTTP); the output is an encoded response.
     pub const RESPOND: u32 = 5;
+    /// Go on with these changes (HTTP); the output is encoded [`super::HttpEdits`].
+    pub const HTTP_REWRITE: u32 = 6;
     /// `walnut_init` refused the config; the output is the message.
     pub const ERROR: u32 = 0xFFFE;
     /// The plugin leaves this hook at its default; the host stops calling it.
@@ -217,6 +219,70 @@ pub fn decode_response(buf: &[u8]) -> Option<Response<'_>> {
     })
 }
 
+/// What an HTTP hook changed: path, query, header sets (`Some`) and removals (`None`) in
+/// order, and the hash key for upstream selection.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HttpEdits<'a> {
+    pub path: Option<&'a [u8]>,
+    pub query: Option<&'a [u8]>,
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+    pub hash_key: Option<&'a [u8]>,
+}
+
+const EDIT_PATH: u8 = 1;
+const EDIT_QUERY: u8 = 2;
+const EDIT_HASH: u8 = 4;
+
+/// Encodes `edits`: a flags byte, the path, query and hash key it flags, then the header edits.
+pub fn encode_http_edits(out: &mut Vec<u8>, edits: &HttpEdits<'_>) {
+    let mut w = Writer(out);
+    let flag = |set: bool, bit: u8| if set { bit } else { 0 };
+    let flags = flag(edits.path.is_some(), EDIT_PATH)
+        | flag(edits.query.is_some(), EDIT_QUERY)
+        | flag(edits.hash_key.is_some(), EDIT_HASH);
+    w.u8(flags);
+    for b in [edits.path, edits.query, edits.hash_key]
+        .into_iter()
+        .flatten()
+    {
+        w.bytes(b);
+    }
+    w.u16(edits.headers.len() as u16);
+    for (name, value) in &edits.headers {
+        w.bytes(name);
+        match value {
+            Some(v) => w.u8(1).bytes(v),
+            None => w.u8(0),
+        };
+    }
+}
+
+pub fn decode_http_edits(buf: &[u8]) -> Option<HttpEdits<'_>> {
+    let mut r = Reader(buf);
+    let flags = r.u8()?;
+    let mut edits = HttpEdits::default();
+    if flags & EDIT_PATH != 0 {
+        edits.path = Some(r.bytes()?);
+    }
+    if flags & EDIT_QUERY != 0 {
+        edits.query = Some(r.bytes()?);
+    }
+    if flags & EDIT_HASH != 0 {
+        edits.hash_key = Some(r.bytes()?);
+    }
+    let n = r.u16()?;
+    for _ in 0..n {
+        let name = r.bytes()?;
+        let value = match r.u8()? {
+            0 => None,
+            1 => Some(r.bytes()?),
+            _ => return None,
+        };
+        edits.headers.push((name, value));
+    }
+    Some(edits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +327,19 @@ mod tests {
                 &b"forbidden\n"[..]
             )
         );
+    }
+
+    #[test]
+    fn http_edits_round_trip() {
+        let edits = HttpEdits {
+            path: Some(b"/new"),
+            query: None,
+            headers: vec![(b"x-a", Some(b"1")), (b"x-b", None)],
+            hash_key: Some(b"user7"),
+        };
+        let mut buf = Vec::new();
+        encode_http_edits(&mut buf, &edits);
+        assert_eq!(decode_http_edits(&buf), Some(edits));
+        assert!(decode_http_edits(&buf[..buf.len() - 1]).is_none());
     }
 }

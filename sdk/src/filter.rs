@@ -30,7 +30,10 @@ pub trait Filter {
         Placement::Ring
     }
 
-    /// An HTTP request on a route (wired up by walnut's HTTP proxy): it may go on, or be
+    /// An HTTP request of a `protocol: http` pool, before it is passed upstream: it may go on
+    /// (`Continue`, after any change made with [`HttpRequest::set_path`],
+    /// [`HttpRequest::set_header`], [`HttpRequest::remove_header`] or
+    /// [`HttpRequest::set_hash_key`]), be refused (`Reject`: 403 with the message), or be
     /// answered locally with `Respond`.
     fn on_http_request(&mut self, req: &mut HttpRequest) -> Verdict {
         let _ = req;

@@ -7,6 +7,23 @@ pub struct HttpRequest {
     pub(crate) path: String,
     pub(crate) query: String,
     pub(crate) headers: Vec<(String, String)>,
+    pub(crate) edits: Edits,
+}
+
+/// What a plugin changed, sent back to walnut in the hook's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Edits {
+    pub(crate) path: bool,
+    pub(crate) query: bool,
+    /// Header changes in order: `(name, Some(value))` sets, `(name, None)` removes.
+    pub(crate) headers: Vec<(String, Option<String>)>,
+    pub(crate) hash_key: Option<Vec<u8>>,
+}
+
+impl Edits {
+    pub(crate) fn any(&self) -> bool {
+        self.path || self.query || !self.headers.is_empty() || self.hash_key.is_some()
+    }
 }
 
 impl HttpRequest {
@@ -18,6 +35,7 @@ impl HttpRequest {
             path: path.to_owned(),
             query: query.to_owned(),
             headers: Vec::new(),
+            edits: Edits::default(),
         }
     }
 
@@ -53,5 +71,49 @@ impl HttpRequest {
     /// Every header, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// Sends the request upstream with this path instead; a `?` in it also sets the query.
+    pub fn set_path(&mut self, path: &str) {
+        match path.split_once('?') {
+            Some((p, q)) => {
+                self.path = p.to_owned();
+                self.set_query(q);
+            }
+            None => self.path = path.to_owned(),
+        }
+        self.edits.path = true;
+    }
+
+    /// Sends the request upstream with this query string (without the `?`; empty for none).
+    pub fn set_query(&mut self, query: &str) {
+        self.query = query.to_owned();
+        self.edits.query = true;
+    }
+
+    /// Replaces every header `name` (case-insensitive) with one holding `value`.
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self.edits
+            .headers
+            .push((name.to_owned(), Some(value.to_owned())));
+    }
+
+    /// Removes every header `name` (case-insensitive).
+    pub fn remove_header(&mut self, name: &str) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.edits.headers.push((name.to_owned(), None));
+    }
+
+    /// Chooses the upstream server by these bytes on the upstream's consistent-hash ring
+    /// (instead of its `hash:` key, or of round robin when it has none).
+    pub fn set_hash_key(&mut self, key: impl Into<Vec<u8>>) {
+        self.edits.hash_key = Some(key.into());
+    }
+
+    /// The hash key set by [`HttpRequest::set_hash_key`], if any.
+    pub fn hash_key(&self) -> Option<&[u8]> {
+        self.edits.hash_key.as_deref()
     }
 }

@@ -155,6 +155,7 @@ fn decode_http(buf: &[u8]) -> Option<HttpRequest> {
         path,
         query,
         headers,
+        edits: Default::default(),
     })
 }
 
@@ -165,6 +166,22 @@ pub fn on_http<T: Filter + 'static>(len: u32) -> u64 {
     };
     match hook::<T, _>(|p| p.on_http_request(&mut req)) {
         None => pack(code::NOT_IMPLEMENTED, 0),
+        Some(Verdict::Continue) if req.edits.any() => {
+            let e = &req.edits;
+            let edits = abi::HttpEdits {
+                path: e.path.then_some(req.path.as_bytes()),
+                query: e.query.then_some(req.query.as_bytes()),
+                headers: e
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_bytes(), v.as_ref().map(|v| v.as_bytes())))
+                    .collect(),
+                hash_key: e.hash_key.as_deref(),
+            };
+            let mut out = Vec::new();
+            abi::encode_http_edits(&mut out, &edits);
+            answer(code::HTTP_REWRITE, &out)
+        }
         Some(Verdict::Continue) => pack(code::CONTINUE, 0),
         Some(Verdict::Reject(message)) => reject(&message),
         Some(Verdict::Respond {

@@ -7,6 +7,11 @@ use std::time::Duration;
 use crate::hash::HashKind;
 use crate::ring::Distribution;
 
+pub use http::{
+    HttpPool, Location, LocationAction, LocationMatch, MAX_SERVERS, Upstream, UpstreamServer,
+};
+
+mod http;
 mod lines;
 mod plugins;
 mod raw;
@@ -19,6 +24,8 @@ mod validate;
 pub struct Config {
     pub path: PathBuf,
     pub pools: Vec<Pool>,
+    /// `protocol: http` pools, in file order.
+    pub http: Vec<HttpPool>,
 }
 
 /// Where a pool listens.
@@ -164,10 +171,11 @@ impl Config {
         };
         let doc = raw::read(text).map_err(invalid)?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
-        let pools = validate::pools(&doc, base_dir).map_err(invalid)?;
+        let (pools, http) = validate::pools(&doc, base_dir).map_err(invalid)?;
         Ok(Config {
             path: path.to_path_buf(),
             pools,
+            http,
         })
     }
 }

@@ -228,7 +228,7 @@ impl<'de> Visitor<'de> for Root<'_> {
 }
 
 /// walnut's keys whose values are structures, read whole.
-pub(super) const STRUCTURED_KEYS: [&str; 2] = ["plugins", "routes"];
+pub(super) const STRUCTURED_KEYS: [&str; 4] = ["plugins", "routes", "upstreams", "locations"];
 
 /// A pool name or a pool's key: a node.
 struct Key<'w, 'p> {

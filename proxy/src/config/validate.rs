@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{Doc, Located, RawPool, RawValue};
-use super::{Listen, Pool, ServerAddr, ServerSpec};
+use super::{HttpPool, Listen, Pool, ServerAddr, ServerSpec};
 use crate::hash::HashKind;
 use crate::ring::Distribution;
 
@@ -28,7 +28,8 @@ const MAX_NUMBER: u32 = i32::MAX as u32;
 const MAX_UNIX_PATH: usize = 107;
 
 /// The keys a pool may have: nutcracker 0.5.0's, then walnut's own.
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 21] = [
+    "protocol",
     "listen",
     "hash",
     "hash_tag",
@@ -53,8 +54,12 @@ const KEYS: [&str; 20] = [
 
 const SERVER_FORMAT: &str = "host:port:weight [name] or /path.sock:weight [name]";
 
-/// Checks every pool, in file order, and the pools against each other.
-pub(super) fn pools(doc: &Doc, base_dir: &std::path::Path) -> Result<Vec<Pool>, Located> {
+/// Checks every pool, in file order, and the pools against each other; `protocol: http` pools
+/// are checked by `http` and returned apart.
+pub(super) fn pools(
+    doc: &Doc,
+    base_dir: &std::path::Path,
+) -> Result<(Vec<Pool>, Vec<HttpPool>), Located> {
     if doc.pools.is_empty() {
         return Err(Located {
             line: 1,
@@ -63,30 +68,41 @@ pub(super) fn pools(doc: &Doc, base_dir: &std::path::Path) -> Result<Vec<Pool>, 
         });
     }
     let mut pools: Vec<Pool> = Vec::with_capacity(doc.pools.len());
+    let mut http: Vec<HttpPool> = Vec::new();
     for raw in &doc.pools {
         let at = Scope { pool: &raw.name };
-        if let Some(first) = pools.iter().find(|p| p.name == raw.name) {
+        let taken = pools
+            .iter()
+            .map(|p| (&p.name, p.line, &p.listen))
+            .chain(http.iter().map(|p| (&p.name, p.line, &p.listen)));
+        if let Some((_, line, _)) = taken.clone().find(|p| *p.0 == raw.name) {
             return Err(at.err(
                 raw.line,
-                format!("a pool of this name is already on line {}", first.line),
+                format!("a pool of this name is already on line {line}"),
             ));
         }
-        let pool = pool(raw, base_dir)?;
+        let is_http = super::http::is_http(raw)?;
+        let (listen, checked) = if is_http {
+            let pool = super::http::pool(raw, base_dir)?;
+            (pool.listen.clone(), Err(pool))
+        } else {
+            let pool = pool(raw, base_dir)?;
+            (pool.listen.clone(), Ok(pool))
+        };
         // nutcracker compares the text; two texts for one address would fail later, at bind.
-        if let Some(other) = pools
-            .iter()
-            .find(|p| same_listener(&p.listen, &pool.listen))
-        {
+        if let Some((name, other_line, _)) = taken.clone().find(|p| same_listener(p.2, &listen)) {
             let (text, line) = raw.text_of("listen").unwrap_or(("", raw.line));
             let message = format!(
-                "listen {text:?} is the address pool {:?} listens on (line {})",
-                other.name, other.line
+                "listen {text:?} is the address pool {name:?} listens on (line {other_line})"
             );
             return Err(at.err(line, message));
         }
-        pools.push(pool);
+        match checked {
+            Ok(pool) => pools.push(pool),
+            Err(pool) => http.push(pool),
+        }
     }
-    Ok(pools)
+    Ok((pools, http))
 }
 
 fn same_listener(a: &Listen, b: &Listen) -> bool {
@@ -221,6 +237,8 @@ fn pool(raw: &RawPool, base_dir: &std::path::Path) -> Result<Pool, Located> {
                 }
             }
             "redis_auth" => redis_auth_line = Some(key.line),
+            // Checked by `http::is_http`: only memcache gets here.
+            "protocol" => {}
             // Accepted as nutcracker does, and meaningless without Redis.
             "redis_db" => _ = number(name, text).map_err(fail)?,
             "server_connections" => {
@@ -319,7 +337,7 @@ fn named<T: Copy>(key: &str, text: &str, all: &[(&str, T)]) -> Result<T, String>
 }
 
 /// `host:port`, or an absolute unix socket path with an optional octal mode after a space.
-fn parse_listen(text: &str) -> Result<Listen, String> {
+pub(super) fn parse_listen(text: &str) -> Result<Listen, String> {
     if text.starts_with('/') {
         // As nutcracker: the mode is whatever follows the last space.
         let (path, mode) = match text.rsplit_once(' ') {
@@ -380,7 +398,7 @@ fn tcp_port(text: &str) -> Option<u16> {
 }
 
 /// The first address `host` resolves to, as nutcracker takes the first from getaddrinfo.
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+pub(super) fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))

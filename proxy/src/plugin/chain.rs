@@ -194,6 +194,167 @@ impl PoolPlugins {
     }
 }
 
+impl PoolPlugins {
+    /// Whether an HTTP request on `location` runs any plugin (HTTP pools keep one route per
+    /// location, in location order).
+    pub fn runs_http(&self, location: Option<usize>) -> bool {
+        !self.pool.is_empty()
+            || location.is_some_and(|l| self.routes.get(l).is_some_and(|r| !r.1.is_empty()))
+    }
+
+    /// Runs the HTTP hook over the pool's chain, then `location`'s. Each plugin sees the
+    /// request as the ones before it left it; their changes accumulate in `edits`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn http<'h, I>(
+        &mut self,
+        location: Option<usize>,
+        method: &str,
+        path: &[u8],
+        query: &[u8],
+        headers: impl Fn() -> I,
+        edits: &mut HttpEdits,
+        stats: &PoolStats,
+    ) -> HttpVerdict
+    where
+        I: Iterator<Item = (&'h [u8], &'h [u8])>,
+    {
+        let PoolPlugins {
+            pool_name,
+            pool,
+            routes,
+        } = self;
+        let route = location.and_then(|l| routes.get_mut(l)).map(|r| &mut r.1);
+        for slot in pool.iter_mut().chain(route.into_iter().flatten()) {
+            let answer = slot.call(Hook::Http, |buf| {
+                let mut w = abi::Writer(buf);
+                w.bytes(method.as_bytes())
+                    .bytes(edits.path.as_deref().unwrap_or(path))
+                    .bytes(edits.query.as_deref().unwrap_or(query));
+                let count_at = w.0.len();
+                w.u16(0);
+                let mut n = 0u16;
+                for (name, value) in headers().filter(|(name, _)| !edits.edited(name)) {
+                    w.bytes(name).bytes(value);
+                    n += 1;
+                }
+                for (name, value) in &edits.headers {
+                    if let Some(value) = value {
+                        w.bytes(name).bytes(value);
+                        n += 1;
+                    }
+                }
+                w.0[count_at..count_at + 2].copy_from_slice(&n.to_le_bytes());
+            });
+            let fault = match answer {
+                Ok(None) | Ok(Some((code::CONTINUE, _))) => continue,
+                Ok(Some((code::REJECT, message))) => {
+                    let mut body = message;
+                    body.push(b'\n');
+                    return HttpVerdict::Respond {
+                        status: 403,
+                        headers: Vec::new(),
+                        body,
+                    };
+                }
+                Ok(Some((code::RESPOND, out))) => match abi::decode_response(&out) {
+                    Some(r) if (100..=999).contains(&r.status) => {
+                        return HttpVerdict::Respond {
+                            status: r.status,
+                            headers: r
+                                .headers
+                                .iter()
+                                .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                                .collect(),
+                            body: r.body.to_vec(),
+                        };
+                    }
+                    _ => Fault::Protocol("sent a malformed HTTP response".into()),
+                },
+                Ok(Some((code::HTTP_REWRITE, out))) => match abi::decode_http_edits(&out) {
+                    Some(e) => {
+                        edits.apply(&e);
+                        continue;
+                    }
+                    None => Fault::Protocol("sent malformed HTTP request changes".into()),
+                },
+                Ok(Some((other, _))) => {
+                    Fault::Protocol(format!("answered code {other} to an HTTP request"))
+                }
+                Err(fault) => fault,
+            };
+            if !contain(slot, pool_name, &fault, stats) {
+                return HttpVerdict::Failed;
+            }
+        }
+        HttpVerdict::Continue
+    }
+}
+
+/// What the plugins decided for an HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpVerdict {
+    /// Go on (with the changes in the `HttpEdits`).
+    Continue,
+    /// Answer locally (a refusal is a 403 with the plugin's message).
+    Respond {
+        status: u16,
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        body: Vec<u8>,
+    },
+    /// A `fail_closed` plugin failed: the client gets 500.
+    Failed,
+}
+
+/// The changes plugins made to an HTTP request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HttpEdits {
+    pub path: Option<Vec<u8>>,
+    pub query: Option<Vec<u8>>,
+    /// The last change to each header name: a value to set, or `None` to remove it.
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Bytes to choose the upstream server by.
+    pub hash_key: Option<Vec<u8>>,
+}
+
+impl HttpEdits {
+    pub fn clear(&mut self) {
+        self.path = None;
+        self.query = None;
+        self.headers.clear();
+        self.hash_key = None;
+    }
+
+    /// Whether header `name` was set or removed by a plugin.
+    pub fn edited(&self, name: &[u8]) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    fn apply(&mut self, e: &abi::HttpEdits<'_>) {
+        if let Some(p) = e.path {
+            self.path = Some(p.to_vec());
+        }
+        if let Some(q) = e.query {
+            self.query = Some(q.to_vec());
+        }
+        if let Some(k) = e.hash_key {
+            self.hash_key = Some(k.to_vec());
+        }
+        for (name, value) in &e.headers {
+            let value = value.map(<[u8]>::to_vec);
+            match self
+                .headers
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
+                Some(slot) => slot.1 = value,
+                None => self.headers.push((name.to_vec(), value)),
+            }
+        }
+    }
+}
+
 /// The plugins for `key`: the pool's, then those of the longest route prefix it starts with.
 fn chain<'a>(
     pool: &'a mut [Slot],

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::{Config, OnError, PluginSpec};
-pub use chain::{PoolPlugins, Verdict};
+pub use chain::{HttpEdits, HttpVerdict, PoolPlugins, Verdict};
 pub use instance::{Fault, Hook, Instance};
 
 /// How often the engine's epoch ticks: the unit of a plugin's time budget.
@@ -91,6 +91,8 @@ fn file_name(path: &Path) -> String {
 #[derive(Default)]
 pub struct Loaded {
     pub pools: Vec<chain::PoolChains>,
+    /// `http[p]`: HTTP pool `p`'s chain, and one route per location, in location order.
+    pub http: Vec<chain::PoolChains>,
 }
 
 /// Compiles every plugin of `config`; the error names the file, line, pool, route and plugin.
@@ -128,5 +130,39 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
         chains.routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         pools.push(chains);
     }
-    Ok(Loaded { pools })
+    let mut http = Vec::with_capacity(config.http.len());
+    for pool in &config.http {
+        let at = |spec: &PluginSpec, location: Option<&str>| {
+            let location = location
+                .map(|l| format!("location {l:?}: "))
+                .unwrap_or_default();
+            format!(
+                "{}:{}: pool {:?}: {location}plugin {}",
+                config.path.display(),
+                spec.line,
+                pool.name,
+                spec.path.display()
+            )
+        };
+        let mut chains = chain::PoolChains::default();
+        for spec in &pool.plugins {
+            chains
+                .pool
+                .push(compile(spec).map_err(|e| format!("{}: {e}", at(spec, None)))?);
+        }
+        for location in &pool.locations {
+            let mut list = Vec::new();
+            for spec in &location.plugins {
+                list.push(
+                    compile(spec)
+                        .map_err(|e| format!("{}: {e}", at(spec, Some(&location.text))))?,
+                );
+            }
+            chains
+                .routes
+                .push((location.text.clone().into_bytes(), list));
+        }
+        http.push(chains);
+    }
+    Ok(Loaded { pools, http })
 }

@@ -1,0 +1,305 @@
+//! Message bodies, streamed: a strict chunked decoder, and the relay that copies a body from one
+//! connection to another through one bounded buffer, re-framing it on the way.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::head::Framing;
+
+/// How much is read at once; a relay's buffer stays near this size.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// The longest chunk-size line or trailer line accepted.
+const MAX_LINE: usize = 4096;
+/// The most trailer bytes accepted (they are read and dropped).
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// A chunked body that breaks the syntax (a smuggling shape, or garbage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadChunk;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers(usize),
+    Done,
+}
+
+/// What the decoder found at the start of the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// The first `n` bytes of the buffer are body data (the caller consumes them).
+    Data(usize),
+    /// The body ended (the last chunk and trailers are consumed).
+    End,
+}
+
+/// RFC 9112 chunked coding: hex sizes only (no sign, no spaces), CRLF line ends, extensions
+/// and trailers read and dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkDecoder(State);
+
+impl Default for ChunkDecoder {
+    fn default() -> Self {
+        ChunkDecoder(State::Size)
+    }
+}
+
+/// The end of the CRLF-terminated line at the start of `buf` (the index after LF).
+fn line(buf: &[u8]) -> Result<Option<usize>, BadChunk> {
+    match memchr::memchr(b'\n', buf) {
+        Some(lf) if lf > 0 && buf[lf - 1] == b'\r' && lf < MAX_LINE => Ok(Some(lf + 1)),
+        Some(_) => Err(BadChunk),
+        None if buf.len() >= MAX_LINE => Err(BadChunk),
+        None => Ok(None),
+    }
+}
+
+impl ChunkDecoder {
+    /// Decodes what it can at the start of `buf`; `None` when more bytes are needed.
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Piece>, BadChunk> {
+        loop {
+            match self.0 {
+                State::Size => {
+                    let Some(end) = line(buf)? else {
+                        return Ok(None);
+                    };
+                    let text = &buf[..end - 2];
+                    let digits = text.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+                    let rest = &text[digits..];
+                    if digits == 0 || digits > 15 || !(rest.is_empty() || rest[0] == b';') {
+                        return Err(BadChunk);
+                    }
+                    let hex = std::str::from_utf8(&text[..digits]).map_err(|_| BadChunk)?;
+                    let size = u64::from_str_radix(hex, 16).map_err(|_| BadChunk)?;
+                    buf.advance(end);
+                    self.0 = if size == 0 {
+                        State::Trailers(0)
+                    } else {
+                        State::Data(size)
+                    };
+                }
+                State::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    let n = (buf.len() as u64).min(left) as usize;
+                    self.0 = if n as u64 == left {
+                        State::DataEnd
+                    } else {
+                        State::Data(left - n as u64)
+                    };
+                    return Ok(Some(Piece::Data(n)));
+                }
+                State::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(BadChunk);
+                    }
+                    buf.advance(2);
+                    self.0 = State::Size;
+                }
+                State::Trailers(seen) => {
+                    let Some(end) = line(buf)? else {
+                        return Ok(None);
+                    };
+                    buf.advance(end);
+                    if end == 2 {
+                        self.0 = State::Done;
+                        return Ok(Some(Piece::End));
+                    }
+                    if seen + end > MAX_TRAILERS {
+                        return Err(BadChunk);
+                    }
+                    self.0 = State::Trailers(seen + end);
+                }
+                State::Done => return Ok(Some(Piece::End)),
+            }
+        }
+    }
+}
+
+/// How the relayed body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Out {
+    /// Bytes as they are (Content-Length, or until close).
+    Raw,
+    /// Chunked coding, ended by the last chunk.
+    Chunked,
+}
+
+/// Why a relay stopped early.
+#[derive(Debug)]
+pub enum RelayError {
+    /// The source broke the framing.
+    Bad,
+    /// The source closed early or failed.
+    Read(io::Error),
+    /// The source sent nothing for the read timeout.
+    ReadTimeout,
+    /// The destination failed.
+    Write(io::Error),
+}
+
+/// Copies a body framed as `framing` from `src` (with `buf` holding bytes already read) to
+/// `dst`, written as `out`. Bytes past the body stay in `buf` (a pipelined request). Returns
+/// whether any body byte was taken from the source.
+pub async fn relay<R, W>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    framing: Framing,
+    dst: &mut W,
+    out: Out,
+    read_timeout: Duration,
+    scratch: &mut Vec<u8>,
+) -> Result<(), RelayError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match framing {
+        Framing::None => {}
+        Framing::Length(mut left) => {
+            while left > 0 {
+                if buf.is_empty() {
+                    fill(src, buf, read_timeout, false).await?;
+                }
+                let n = (buf.len() as u64).min(left) as usize;
+                emit(dst, &buf[..n], out, scratch).await?;
+                buf.advance(n);
+                left -= n as u64;
+            }
+        }
+        Framing::Close => loop {
+            if buf.is_empty() && !fill(src, buf, read_timeout, true).await? {
+                break;
+            }
+            emit(dst, &buf[..], out, scratch).await?;
+            buf.clear();
+        },
+        Framing::Chunked => {
+            let mut decoder = ChunkDecoder::default();
+            loop {
+                match decoder.next(buf).map_err(|_| RelayError::Bad)? {
+                    Some(Piece::Data(n)) => {
+                        emit(dst, &buf[..n], out, scratch).await?;
+                        buf.advance(n);
+                    }
+                    Some(Piece::End) => break,
+                    None => {
+                        fill(src, buf, read_timeout, false).await?;
+                    }
+                }
+            }
+        }
+    }
+    if out == Out::Chunked {
+        dst.write_all(b"0\r\n\r\n")
+            .await
+            .map_err(RelayError::Write)?;
+    }
+    dst.flush().await.map_err(RelayError::Write)
+}
+
+/// Reads more into `buf`; false at a clean end when `eof_ok`.
+async fn fill<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    read_timeout: Duration,
+    eof_ok: bool,
+) -> Result<bool, RelayError> {
+    buf.reserve(READ_CHUNK);
+    match tokio::time::timeout(read_timeout, src.read_buf(buf)).await {
+        Err(_) => Err(RelayError::ReadTimeout),
+        Ok(Err(e)) => Err(RelayError::Read(e)),
+        Ok(Ok(0)) if eof_ok => Ok(false),
+        Ok(Ok(0)) => Err(RelayError::Read(io::ErrorKind::UnexpectedEof.into())),
+        Ok(Ok(_)) => Ok(true),
+    }
+}
+
+async fn emit<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    data: &[u8],
+    out: Out,
+    scratch: &mut Vec<u8>,
+) -> Result<(), RelayError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let w = |e| RelayError::Write(e);
+    match out {
+        Out::Raw => dst.write_all(data).await.map_err(w),
+        Out::Chunked => {
+            use std::io::Write;
+            scratch.clear();
+            let _ = write!(scratch, "{:x}\r\n", data.len());
+            if data.len() <= 8192 {
+                scratch.extend_from_slice(data);
+                scratch.extend_from_slice(b"\r\n");
+                return dst.write_all(scratch).await.map_err(w);
+            }
+            dst.write_all(scratch).await.map_err(w)?;
+            dst.write_all(data).await.map_err(w)?;
+            dst.write_all(b"\r\n").await.map_err(w)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(input: &[u8]) -> Result<(Vec<u8>, bool), BadChunk> {
+        let mut buf = BytesMut::from(input);
+        let mut d = ChunkDecoder::default();
+        let mut data = Vec::new();
+        loop {
+            match d.next(&mut buf)? {
+                Some(Piece::Data(n)) => {
+                    data.extend_from_slice(&buf[..n]);
+                    buf.advance(n);
+                }
+                Some(Piece::End) => return Ok((data, true)),
+                None => return Ok((data, false)),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode() {
+        let (data, done) =
+            decode(b"3\r\nabc\r\nA;ext=1\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n").unwrap();
+        assert_eq!((&data[..], done), (&b"abc0123456789"[..], true));
+        let (data, done) = decode(b"3\r\nab").unwrap();
+        assert_eq!((&data[..], done), (&b"ab"[..], false));
+    }
+
+    #[test]
+    fn bad_chunk_sizes_are_refused() {
+        for bad in [
+            &b"zz\r\nab\r\n"[..],
+            b"-1\r\n",
+            b" 3\r\nabc\r\n",
+            b"3 \r\nabc\r\n",
+            b"0x3\r\nabc\r\n",
+            b"3\nabc\r\n",
+            b"3\r\nabcd\r\n",
+            b"ffffffffffffffffff\r\n",
+            b"\r\n",
+        ] {
+            assert_eq!(
+                decode(bad),
+                Err(BadChunk),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

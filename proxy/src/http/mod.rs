@@ -1,0 +1,139 @@
+//! The HTTP reverse proxy: `protocol: http` pools. Requests are routed by nginx's location
+//! rules ([`route`]), filtered by the pool's and the location's plugins, and passed to an
+//! upstream chosen as nginx chooses ([`balance`]) over kept-alive connections ([`upstream`]),
+//! bodies streamed both ways ([`body`]). [`proxy`] is one client connection.
+
+pub mod balance;
+pub mod body;
+pub mod head;
+pub mod headers;
+pub mod proxy;
+pub mod route;
+pub mod upstream;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::HttpPool;
+use crate::plugin::PoolPlugins;
+use crate::plugin::chain::PoolChains;
+use crate::stats::PoolStats;
+
+/// An HTTP pool as every worker shares it.
+pub struct Shared {
+    pub config: HttpPool,
+    pub router: route::Router,
+    pub upstreams: Vec<Arc<balance::UpstreamShared>>,
+    pub chains: PoolChains,
+    /// Open client connections, across workers.
+    pub clients: AtomicU32,
+}
+
+impl Shared {
+    pub fn new(config: HttpPool, chains: PoolChains) -> Shared {
+        let router =
+            route::Router::new(&config.locations).expect("location regexes checked at load");
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| Arc::new(balance::UpstreamShared::new(u.clone())))
+            .collect();
+        Shared {
+            config,
+            router,
+            upstreams,
+            chains,
+            clients: AtomicU32::new(0),
+        }
+    }
+}
+
+/// An HTTP pool in one worker: its plugin instances, balancers and idle connections.
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    pub plugins: RefCell<PoolPlugins>,
+    pub balancers: RefCell<Vec<balance::Balancer>>,
+    pub conns: RefCell<Vec<upstream::ConnPool>>,
+    /// Plugin fault counts (HTTP pools are not in the stats document yet).
+    pub stats: PoolStats,
+}
+
+impl Worker {
+    pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
+        let plugins = PoolPlugins::new(&shared.config.name, &shared.chains);
+        let balancers = shared
+            .upstreams
+            .iter()
+            .map(|u| balance::Balancer::new(Arc::clone(u)))
+            .collect();
+        let conns = shared
+            .config
+            .upstreams
+            .iter()
+            .map(|u| upstream::ConnPool::new(u.servers.len(), u.keepalive))
+            .collect();
+        Rc::new(Worker {
+            shared,
+            plugins: RefCell::new(plugins),
+            balancers: RefCell::new(balancers),
+            conns: RefCell::new(conns),
+            stats: PoolStats::new(0),
+        })
+    }
+}
+
+/// Accepts clients of `worker`'s pool until shutdown; `live` counts open connections.
+pub async fn accept_loop(
+    listener: std::net::TcpListener,
+    worker: Rc<Worker>,
+    live: Rc<crate::worker::Live>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = worker.shared.config.name.clone();
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(pool = %name, "cannot register listener: {e}");
+            return;
+        }
+    };
+    let limit = worker.shared.config.client_connections;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(pool = %name, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let clients = &worker.shared.clients;
+        if limit > 0 && clients.load(Ordering::Relaxed) >= limit {
+            tracing::warn!(pool = %name, limit, "client_connections reached, closing new connection");
+            continue;
+        }
+        clients.fetch_add(1, Ordering::Relaxed);
+        live.enter();
+        let (worker, live, shutdown) = (Rc::clone(&worker), Rc::clone(&live), shutdown.clone());
+        tokio::task::spawn_local(async move {
+            let _ = stream.set_nodelay(true);
+            proxy::serve(&worker, stream, remote.ip(), shutdown).await;
+            worker.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            live.leave();
+        });
+    }
+}
