@@ -21,19 +21,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let conf = &args.conf_file;
-    let config = match Config::load(conf) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            eprintln!(
-                "walnut: configuration file '{}' syntax is invalid",
-                conf.display()
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    let plugins = match walnut::plugin::load(&config) {
-        Ok(p) => p,
+    // A config is good only when its plugins load too.
+    let loaded = Config::load(conf)
+        .map_err(|e| e.to_string())
+        .and_then(|config| walnut::plugin::load(&config).map(|plugins| (config, plugins)));
+    let (config, plugins) = match loaded {
+        Ok(both) => both,
         Err(e) => {
             eprintln!("{e}");
             eprintln!(

@@ -84,17 +84,11 @@ impl Runtime {
         plugins: crate::plugin::Loaded,
         workers: usize,
     ) -> Result<Runtime, String> {
-        let mut listeners = Vec::new();
-        for pool in &config.pools {
-            let l = Listener::bind(&pool.listen, pool.backlog).map_err(|e| {
-                format!(
-                    "pool \"{}\": cannot listen on {}: {e}",
-                    pool.name,
-                    describe(&pool.listen)
-                )
-            })?;
-            listeners.push(l);
-        }
+        let listeners = config
+            .pools
+            .iter()
+            .map(|p| bind_pool(&p.name, &p.listen, p.backlog))
+            .collect::<Result<Vec<_>, _>>()?;
         let pools: Vec<Arc<PoolShared>> = config
             .pools
             .iter()
@@ -109,13 +103,7 @@ impl Runtime {
             .collect();
         let mut http = Vec::new();
         for (i, pool) in config.http.iter().enumerate() {
-            let l = Listener::bind(&pool.listen, pool.backlog).map_err(|e| {
-                format!(
-                    "pool \"{}\": cannot listen on {}: {e}",
-                    pool.name,
-                    describe(&pool.listen)
-                )
-            })?;
+            let l = bind_pool(&pool.name, &pool.listen, pool.backlog)?;
             let chains = plugins.http.get(i).cloned().unwrap_or_default();
             http.push((Arc::new(crate::http::Shared::new(pool.clone(), chains)), l));
         }
@@ -171,6 +159,12 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// Binds a pool's listener; the error names the pool and the address.
+fn bind_pool(name: &str, listen: &Listen, backlog: u32) -> Result<Listener, String> {
+    Listener::bind(listen, backlog)
+        .map_err(|e| format!("pool {name:?}: cannot listen on {}: {e}", describe(listen)))
 }
 
 fn describe(listen: &Listen) -> String {

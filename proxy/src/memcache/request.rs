@@ -113,6 +113,19 @@ impl Command {
         )
     }
 
+    /// set, add, replace, append, prepend, cas: a data block follows the line.
+    pub fn is_storage(self) -> bool {
+        matches!(
+            self,
+            Command::Set
+                | Command::Add
+                | Command::Replace
+                | Command::Append
+                | Command::Prepend
+                | Command::Cas
+        )
+    }
+
     /// Commands routed to one server by their key.
     pub fn is_keyed(self) -> bool {
         !matches!(
@@ -252,12 +265,7 @@ impl Request {
         let value_len = self.value.len() as u32;
         let mut t = self.tokens();
         match self.command {
-            Command::Set
-            | Command::Add
-            | Command::Replace
-            | Command::Append
-            | Command::Prepend
-            | Command::Cas => {
+            c if c.is_storage() => {
                 let _key = t.next();
                 let flags = t
                     .next()

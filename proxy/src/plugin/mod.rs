@@ -99,70 +99,62 @@ pub struct Loaded {
 pub fn load(config: &Config) -> Result<Loaded, String> {
     let mut pools = Vec::with_capacity(config.pools.len());
     for pool in &config.pools {
-        let at = |spec: &PluginSpec, route: Option<&str>| {
-            let route = route.map(|r| format!("route {r:?}: ")).unwrap_or_default();
-            format!(
-                "{}:{}: pool {:?}: {route}plugin {}",
-                config.path.display(),
-                spec.line,
-                pool.name,
-                spec.path.display()
-            )
-        };
-        let mut chains = chain::PoolChains::default();
-        for spec in &pool.plugins {
-            chains
-                .pool
-                .push(compile(spec).map_err(|e| format!("{}: {e}", at(spec, None)))?);
-        }
-        for route in &pool.routes {
-            let mut list = Vec::new();
-            for spec in &route.plugins {
-                list.push(
-                    compile(spec).map_err(|e| format!("{}: {e}", at(spec, Some(&route.prefix))))?,
-                );
-            }
-            chains
-                .routes
-                .push((route.prefix.clone().into_bytes(), list));
-        }
+        let routes = pool
+            .routes
+            .iter()
+            .map(|r| ("route", r.prefix.as_str(), r.plugins.as_slice()));
+        let mut chains = compile_chains(config, &pool.name, &pool.plugins, routes)?;
         // Longest prefix first, so the first match is the longest.
         chains.routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         pools.push(chains);
     }
     let mut http = Vec::with_capacity(config.http.len());
     for pool in &config.http {
-        let at = |spec: &PluginSpec, location: Option<&str>| {
-            let location = location
-                .map(|l| format!("location {l:?}: "))
-                .unwrap_or_default();
-            format!(
-                "{}:{}: pool {:?}: {location}plugin {}",
-                config.path.display(),
-                spec.line,
-                pool.name,
-                spec.path.display()
-            )
-        };
-        let mut chains = chain::PoolChains::default();
-        for spec in &pool.plugins {
-            chains
-                .pool
-                .push(compile(spec).map_err(|e| format!("{}: {e}", at(spec, None)))?);
-        }
-        for location in &pool.locations {
-            let mut list = Vec::new();
-            for spec in &location.plugins {
-                list.push(
-                    compile(spec)
-                        .map_err(|e| format!("{}: {e}", at(spec, Some(&location.text))))?,
-                );
-            }
-            chains
-                .routes
-                .push((location.text.clone().into_bytes(), list));
-        }
-        http.push(chains);
+        let locations = pool
+            .locations
+            .iter()
+            .map(|l| ("location", l.text.as_str(), l.plugins.as_slice()));
+        http.push(compile_chains(
+            config,
+            &pool.name,
+            &pool.plugins,
+            locations,
+        )?);
     }
     Ok(Loaded { pools, http })
+}
+
+/// One pool's chains: its own plugins, then each `(kind, name, plugins)` of its routes or
+/// locations, keyed by name.
+fn compile_chains<'a>(
+    config: &Config,
+    pool: &str,
+    plugins: &[PluginSpec],
+    scopes: impl Iterator<Item = (&'static str, &'a str, &'a [PluginSpec])>,
+) -> Result<chain::PoolChains, String> {
+    let compile_at = |spec: &PluginSpec, scope: Option<(&str, &str)>| {
+        compile(spec).map_err(|e| {
+            let scope = scope
+                .map(|(kind, name)| format!("{kind} {name:?}: "))
+                .unwrap_or_default();
+            format!(
+                "{}:{}: pool {pool:?}: {scope}plugin {}: {e}",
+                config.path.display(),
+                spec.line,
+                spec.path.display()
+            )
+        })
+    };
+    let mut chains = chain::PoolChains::default();
+    for spec in plugins {
+        chains.pool.push(compile_at(spec, None)?);
+    }
+    for (kind, name, specs) in scopes {
+        let list = specs
+            .iter()
+            .map(|spec| compile_at(spec, Some((kind, name))))
+            .collect::<Result<Vec<_>, _>>()?;
+        chains.routes.push((name.as_bytes().to_vec(), list));
+    }
+    Ok(chains)
 }
