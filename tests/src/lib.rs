@@ -1208,3 +1208,23 @@ pub fn vm_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// Polls `f` every 20 ms until it is true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Three memcached servers (`mc1`..`mc3`) behind walnut (pool timeout 2 s).
+pub fn three_servers() -> (Vec<Memcached>, Proxy) {
+    let servers: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
+    let addrs: Vec<String> = servers.iter().map(Memcached::address).collect();
+    let walnut = Proxy::walnut(&mc_pool(&addrs, "  timeout: 2000\n"));
+    (servers, walnut)
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use walnut_tests::{Client, Memcached, Proxy, mc_keys_on, mc_pool};
+use walnut_tests::{Client, Memcached, Proxy, eventually, mc_keys_on, mc_pool};
 
 const NO_EJECT: &str = "  timeout: 300\n  auto_eject_hosts: false\n";
 
@@ -40,18 +40,6 @@ fn is_server_error(reply: &str) -> bool {
         && reply.len() > "SERVER_ERROR \r\n".len()
         && reply.ends_with("\r\n")
         && reply.matches('\n').count() == 1
-}
-
-/// Polls `f` every 20 ms until it is true or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 const REFUSED: &str = "SERVER_ERROR Connection refused\r\n";

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use walnut::hash::HashKind;
 use walnut::ring::{Distribution, Ring, RingServer};
-use walnut_tests::{Client, Memcached, Proxy};
+use walnut_tests::{Client, Memcached, Proxy, eventually};
 
 /// A ketama/fnv1a_64 pool over `servers`, named `mc1`, `mc2`, ... so placement is known.
 fn pool(servers: &[&Memcached], options: &str) -> String {
@@ -43,18 +43,6 @@ fn keys_on(n: usize, index: usize, count: usize) -> Vec<String> {
         .filter(|k| owner(n, &live, k.as_bytes()) == index)
         .take(count)
         .collect()
-}
-
-/// Polls `f` every 20 ms until it is true or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// `set` that returns the reply instead of asserting it.

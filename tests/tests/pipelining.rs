@@ -5,16 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use walnut_tests::{
-    Memcached, Proxy, mc_keys_on, mc_pool, show, storage_request as storage, value_block as value,
+    mc_keys_on, show, storage_request as storage, three_servers, value_block as value,
 };
-
-/// Three memcached servers (`mc1`..`mc3`) behind walnut.
-fn three_servers() -> (Vec<Memcached>, Proxy) {
-    let servers: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let addrs: Vec<String> = servers.iter().map(Memcached::address).collect();
-    let walnut = Proxy::walnut(&mc_pool(&addrs, "  timeout: 2000\n"));
-    (servers, walnut)
-}
 
 #[test]
 fn a_client_that_half_closes_still_gets_every_reply() {

@@ -5,17 +5,9 @@
 use std::collections::HashMap;
 
 use walnut_tests::{
-    Client, Memcached, Proxy, mc_keys_on, mc_owner, mc_pool, parse_values,
-    storage_request as storage, value_block as value,
+    Client, Memcached, mc_keys_on, mc_owner, parse_values, storage_request as storage,
+    three_servers, value_block as value,
 };
-
-/// Three memcached servers (`mc1`..`mc3`) behind walnut.
-fn three_servers() -> (Vec<Memcached>, Proxy) {
-    let servers: Vec<Memcached> = (0..3).map(|_| Memcached::start()).collect();
-    let addrs: Vec<String> = servers.iter().map(Memcached::address).collect();
-    let walnut = Proxy::walnut(&mc_pool(&addrs, "  timeout: 2000\n"));
-    (servers, walnut)
-}
 
 /// Keys spread over the three servers: four stored on each, one missing on each.
 struct Spread {
