@@ -106,10 +106,18 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    // Below Linux's ephemeral range (32768 and up), so no outgoing connection's source port
+    // takes it between this check and the server's bind; each test process starts at its own
+    // offset and never hands out a port twice.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 64) * 190;
+    for _ in 0..12_000 {
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
 }
 
 /// Waits until `addr` accepts connections, or panics naming `what`.
