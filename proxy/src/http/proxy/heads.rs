@@ -1,0 +1,135 @@
+//! The heads walnut writes: the request head for an upstream and the response head for the client.
+
+use super::Session;
+use crate::http::body::Out;
+use crate::http::head::Framing;
+use crate::http::headers::{self, hop_by_hop, put, put_number, replaced_upstream};
+
+impl Session<'_> {
+    /// Writes the request head for an upstream into `out`.
+    pub(super) fn upstream_head(
+        &mut self,
+        method_override: Option<&str>,
+        framing: Framing,
+        server: &str,
+    ) {
+        let (hb, h, e) = (&self.head_bytes[..], &self.head, &self.edits);
+        let method = method_override.map_or(&hb[h.method.clone()], str::as_bytes);
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(method);
+        out.push(b' ');
+        out.extend_from_slice(e.path.as_deref().unwrap_or(&hb[h.path.clone()]));
+        match &e.query {
+            Some(q) if !q.is_empty() => {
+                out.push(b'?');
+                out.extend_from_slice(q);
+            }
+            Some(_) => {}
+            None if h.has_query => {
+                out.push(b'?');
+                out.extend_from_slice(&hb[h.query.clone()]);
+            }
+            None => {}
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let all = || {
+            h.headers
+                .iter()
+                .map(|(n, v)| (&hb[n.clone()], &hb[v.clone()]))
+        };
+        let mut host = false;
+        for (n, v) in all() {
+            if hop_by_hop(n, all()) || replaced_upstream(n) || e.edited(n) {
+                continue;
+            }
+            host |= n.eq_ignore_ascii_case(b"host");
+            put(out, n, v);
+        }
+        for (n, v) in &e.headers {
+            if let Some(v) = v
+                && !hop_by_hop(n, std::iter::empty())
+            {
+                host |= n.eq_ignore_ascii_case(b"host");
+                put(out, n, v);
+            }
+        }
+        if !host {
+            put(out, b"Host", server.as_bytes());
+        }
+        headers::put_forwarded(out, self.remote, all());
+        match framing {
+            Framing::Length(n) => {
+                out.extend_from_slice(b"Content-Length: ");
+                put_number(out, n);
+                out.extend_from_slice(b"\r\n");
+            }
+            Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            Framing::None | Framing::Close => {}
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes the response head for the client into `out`, from the upstream's head `raw`.
+    pub(super) fn response_head(
+        &mut self,
+        raw: &[u8],
+        framing: Framing,
+        out_mode: Out,
+        keep: bool,
+    ) {
+        let r = &self.resp;
+        let out = &mut self.out;
+        out.clear();
+        status_line(out, r.status, &raw[r.reason.clone()]);
+        let all = || {
+            r.headers
+                .iter()
+                .map(|(n, v)| (&raw[n.clone()], &raw[v.clone()]))
+        };
+        for (n, v) in all() {
+            if hop_by_hop(n, all()) {
+                // A body-less answer (HEAD, 304) keeps its Content-Length.
+                if framing == Framing::None
+                    && n.eq_ignore_ascii_case(b"content-length")
+                    && r.status != 204
+                {
+                    put(out, n, v);
+                }
+                continue;
+            }
+            put(out, n, v);
+        }
+        match (framing, out_mode) {
+            (Framing::Length(n), _) => {
+                out.extend_from_slice(b"Content-Length: ");
+                put_number(out, n);
+                out.extend_from_slice(b"\r\n");
+            }
+            (Framing::Chunked | Framing::Close, Out::Chunked) => {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
+            }
+            _ => {}
+        }
+        connection_header(out, keep, self.head.minor);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// `HTTP/1.1 <status> <reason>\r\n`
+pub(super) fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    put_number(out, status.into());
+    out.push(b' ');
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `Connection: close` when closing; `Connection: keep-alive` for an HTTP/1.0 client kept.
+pub(super) fn connection_header(out: &mut Vec<u8>, keep: bool, minor: u8) {
+    if !keep {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if minor == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+}
