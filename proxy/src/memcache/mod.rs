@@ -1,6 +1,8 @@
 //! memcached's ASCII and meta protocol: pure codecs over bytes, no sockets.
 
+pub mod command;
 pub mod error;
+mod parse;
 pub mod reply;
 pub mod request;
 
