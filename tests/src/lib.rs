@@ -213,6 +213,19 @@ impl Memcached {
             .spawn()
             .expect("start memcached");
         wait_listening(self.addr(), "memcached", &mut child);
+        // The port must be this memcached's, not another process's that took it meanwhile.
+        let mut probe = Client::connect(self.addr());
+        let stats = String::from_utf8_lossy(&probe.call_raw(b"stats\r\n")).into_owned();
+        let pid = stats
+            .lines()
+            .find_map(|l| l.strip_prefix("STAT pid "))
+            .map(str::trim);
+        assert_eq!(
+            pid,
+            Some(child.id().to_string().as_str()),
+            "127.0.0.1:{} answers for another process, not the memcached just started",
+            self.port
+        );
         self.child = Some(child);
     }
 
@@ -380,6 +393,12 @@ impl Client {
             };
         }
         self.buf.drain(..end).collect()
+    }
+
+    /// Sends `request` and returns its one reply's bytes.
+    pub fn call_raw(&mut self, request: &[u8]) -> Vec<u8> {
+        self.send(request);
+        self.read_replies(1)
     }
 
     /// Sends `request` and returns its one reply as text (lossy).
