@@ -19,7 +19,9 @@ pub use writer::ClientWriter;
 const MAX_PENDING: usize = 4096;
 /// Reply bytes buffered per connection before walnut stops reading from it.
 const MAX_OUT: usize = 4 * 1024 * 1024;
+/// The read buffer starts small, so 10k idle connections stay cheap, and doubles up to this.
 const READ_CHUNK: usize = 16 * 1024;
+const READ_START: usize = 1024;
 
 /// Serves one client until it leaves, sends `quit`, breaks the protocol fatally, or the
 /// process shuts down (then the requests already read are still answered).
@@ -37,7 +39,7 @@ pub async fn serve<R>(
     let counters = &pool.stats.pool;
     let pending = Rc::new(Pending::new(writer));
     let mut scratch = dispatch::Scratch::default();
-    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut inbuf = BytesMut::new();
     let item_size_max = pool.shared.config.item_size_max;
     // Bytes of an oversized value still to be thrown away as they arrive.
     let mut skip = 0usize;
@@ -95,7 +97,7 @@ pub async fn serve<R>(
         // Only a task that is not reading needs waking when replies drain.
         pending.waiting.set(!can_read);
         if can_read && inbuf.capacity() - inbuf.len() < 512 {
-            inbuf.reserve(READ_CHUNK);
+            inbuf.reserve(inbuf.capacity().clamp(READ_START, READ_CHUNK));
         }
         tokio::select! {
             biased;

@@ -87,9 +87,10 @@ pub struct Pending {
 impl Pending {
     pub fn new(writer: ClientWriter) -> Pending {
         Pending {
-            entries: RefCell::new(VecDeque::with_capacity(16)),
+            // Nothing allocated until the connection is used: idle connections stay small.
+            entries: RefCell::new(VecDeque::new()),
             head: Cell::new(0),
-            out: RefCell::new(BytesMut::with_capacity(16 * 1024)),
+            out: RefCell::new(BytesMut::new()),
             writer,
             blocked: Cell::new(false),
             broken: Cell::new(false),
