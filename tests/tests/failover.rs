@@ -349,3 +349,44 @@ fn the_classic_experiment_with_a_dead_server() {
         assert!(on2, "{key} lands on memcached2 once it is back");
     }
 }
+
+#[test]
+fn requests_that_never_reached_an_ejected_server_go_to_the_new_owners() {
+    let m1 = Memcached::start();
+    let mut m2 = Memcached::start();
+    let m3 = Memcached::start();
+    // No preconnect: the first requests for mc2 wait on a connect that is refused.
+    let walnut = Proxy::walnut_with(&pool(&[&m1, &m2, &m3], FAST), &["-w", "1"]);
+    m2.kill();
+    let keys: Vec<String> = (0..3).flat_map(|s| keys_on(3, s, 3)).collect();
+    // Stored where a ring without mc2 puts each key, straight on those servers.
+    let live = [true, false, true];
+    for key in &keys {
+        let home = if owner(3, &live, key.as_bytes()) == 0 {
+            &m1
+        } else {
+            &m3
+        };
+        home.client().set(key.as_bytes(), key.as_bytes());
+    }
+    let mut c = walnut.client();
+    // One write: a multi-get spanning all three servers, then single gets of mc2's keys. The
+    // connect to mc2 fails, mc2 is ejected, and the queued requests (one of them a fragment of
+    // the multi-get, split again over mc1 and mc3) are sent to the new owners.
+    let mut request = format!("get {}\r\n", keys.join(" "));
+    for key in &keys[3..6] {
+        request.push_str(&format!("get {key}\r\n"));
+    }
+    c.send(request.as_bytes());
+    let mut expected = String::new();
+    for key in &keys {
+        expected.push_str(&format!("VALUE {key} 0 {}\r\n{key}\r\n", key.len()));
+    }
+    expected.push_str("END\r\n");
+    for key in &keys[3..6] {
+        expected.push_str(&format!("VALUE {key} 0 {}\r\n{key}\r\nEND\r\n", key.len()));
+    }
+    let got = String::from_utf8_lossy(&c.read_replies(4)).into_owned();
+    assert_eq!(got, expected);
+    assert!(walnut.log().contains("server ejected"));
+}
