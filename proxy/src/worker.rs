@@ -105,14 +105,23 @@ impl Runtime {
         for (i, pool) in config.http.iter().enumerate() {
             let l = bind_pool(&pool.name, &pool.listen, pool.backlog)?;
             let chains = plugins.http.get(i).cloned().unwrap_or_default();
-            http.push((Arc::new(crate::http::Shared::new(pool.clone(), chains)), l));
+            let index = config.pools.len() + i;
+            http.push((
+                Arc::new(crate::http::Shared::new(index, pool.clone(), chains)),
+                l,
+            ));
         }
+        // Memcached pools, then HTTP pools (their servers named `upstream/host:port`).
         let names = pools
             .iter()
             .map(|p| PoolNames {
                 name: p.config.name.clone(),
                 servers: p.names.clone(),
             })
+            .chain(http.iter().map(|(h, _)| PoolNames {
+                name: h.config.name.clone(),
+                servers: h.server_names(),
+            }))
             .collect();
         let registry = Arc::new(Registry::new(names, workers));
         Ok(Runtime {
@@ -233,7 +242,10 @@ fn worker(
             };
             tokio::task::spawn_local(crate::http::accept_loop(
                 listener,
-                crate::http::Worker::new(shared),
+                crate::http::Worker::new(
+                    Arc::clone(&registry.workers[index][shared.index]),
+                    shared,
+                ),
                 Rc::clone(&live),
                 shutdown.clone(),
             ));

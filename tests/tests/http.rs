@@ -108,6 +108,30 @@ fn classic_setup_balances_5_to_1_and_refuses_writes() {
         let methods: Vec<String> = n.requests().into_iter().map(|r| r.0).collect();
         assert!(methods.iter().all(|m| m == "GET"), "{methods:?}");
     }
+    // The stats document shows the pool and its upstream servers: 61 requests went upstream
+    // (60 counted above and /COUNT_key1), split 5:1.
+    let stats = proxy.stats_json();
+    let counter = |server: u16, field: &str| -> u64 {
+        let at = stats
+            .find(&format!("\"backend/127.0.0.1:{server}\": {{"))
+            .unwrap_or_else(|| panic!("{stats}"));
+        let f = at + stats[at..].find(&format!("\"{field}\":")).expect("field") + field.len() + 3;
+        stats[f..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .expect("number")
+    };
+    assert!(stats.contains("\"web\": {"), "{stats}");
+    let (ra, rb) = (counter(a.port, "requests"), counter(b.port, "requests"));
+    assert_eq!(ra + rb, 61, "{stats}");
+    assert!(ra >= 50 && rb >= 10, "{stats}");
+    assert_eq!(
+        counter(a.port, "responses") + counter(b.port, "responses"),
+        61,
+        "{stats}"
+    );
 }
 
 #[test]

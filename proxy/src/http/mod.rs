@@ -26,6 +26,8 @@ use crate::stats::PoolStats;
 
 /// An HTTP pool as every worker shares it.
 pub struct Shared {
+    /// The pool's place in the stats document.
+    pub index: usize,
     pub config: HttpPool,
     pub router: route::Router,
     pub upstreams: Vec<Arc<balance::UpstreamShared>>,
@@ -35,7 +37,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: HttpPool, chains: PoolChains) -> Shared {
+    pub fn new(index: usize, config: HttpPool, chains: PoolChains) -> Shared {
         let router =
             route::Router::new(&config.locations).expect("location regexes checked at load");
         let upstreams = config
@@ -44,6 +46,7 @@ impl Shared {
             .map(|u| Arc::new(balance::UpstreamShared::new(u.clone())))
             .collect();
         Shared {
+            index,
             config,
             router,
             upstreams,
@@ -53,18 +56,42 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The stats document's server names: `upstream/host:port`, upstream by upstream.
+    pub fn server_names(&self) -> Vec<String> {
+        let upstreams = &self.config.upstreams;
+        upstreams
+            .iter()
+            .flat_map(|u| {
+                u.servers
+                    .iter()
+                    .map(move |s| format!("{}/{}", u.name, s.text))
+            })
+            .collect()
+    }
+
+    /// The stats index of server `i` of upstream `u` (upstreams' servers numbered in order).
+    pub fn server_index(&self, u: usize, i: usize) -> usize {
+        self.config.upstreams[..u]
+            .iter()
+            .map(|x| x.servers.len())
+            .sum::<usize>()
+            + i
+    }
+}
+
 /// An HTTP pool in one worker: its plugin instances, balancers and idle connections.
 pub struct Worker {
     pub shared: Arc<Shared>,
     pub plugins: RefCell<PoolPlugins>,
     pub balancers: RefCell<Vec<balance::Balancer>>,
     pub conns: RefCell<Vec<upstream::ConnPool>>,
-    /// Plugin fault counts (HTTP pools are not in the stats document yet).
-    pub stats: PoolStats,
+    /// This worker's counters for the pool, in the stats document.
+    pub stats: Arc<PoolStats>,
 }
 
 impl Worker {
-    pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
+    pub fn new(stats: Arc<PoolStats>, shared: Arc<Shared>) -> Rc<Worker> {
         let plugins = PoolPlugins::new(&shared.config.name, &shared.chains);
         let balancers = shared
             .upstreams
@@ -82,7 +109,7 @@ impl Worker {
             plugins: RefCell::new(plugins),
             balancers: RefCell::new(balancers),
             conns: RefCell::new(conns),
-            stats: PoolStats::new(0),
+            stats,
         })
     }
 }
@@ -127,12 +154,14 @@ pub async fn accept_loop(
             continue;
         }
         clients.fetch_add(1, Ordering::Relaxed);
+        worker.stats.pool.client_connections.incr();
         live.enter();
         let (worker, live, shutdown) = (Rc::clone(&worker), Rc::clone(&live), shutdown.clone());
         tokio::task::spawn_local(async move {
             let _ = stream.set_nodelay(true);
             proxy::serve(&worker, stream, remote.ip(), shutdown).await;
             worker.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            worker.stats.pool.client_connections.decr();
             live.leave();
         });
     }

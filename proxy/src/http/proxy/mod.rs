@@ -319,6 +319,8 @@ impl Session<'_> {
                 return self.local(status, &[], None, true).await;
             };
             let server = &w.shared.upstreams[u].config.servers[i];
+            let counters = &w.stats.servers[w.shared.server_index(u, i)];
+            counters.requests.incr();
             let idle = w.conns.borrow_mut()[u].checkout(i);
             let mut conn = match idle {
                 Some(c) => c,
@@ -326,6 +328,10 @@ impl Session<'_> {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(pool = %cfg.name, server = %server.text, "{e}");
+                        match e {
+                            upstream::ConnectError::TimedOut => counters.server_timedout.incr(),
+                            _ => counters.server_err.incr(),
+                        }
                         w.balancers.borrow_mut()[u].failed(i, now_ms());
                         tried |= 1 << i;
                         timed_out |= matches!(e, upstream::ConnectError::TimedOut);
@@ -356,6 +362,7 @@ impl Session<'_> {
                 .await;
             match result {
                 Ok((keep, reuse)) => {
+                    counters.responses.incr();
                     w.balancers.borrow()[u].succeeded(i);
                     if reuse {
                         w.conns.borrow_mut()[u].checkin(i, conn);
@@ -364,6 +371,11 @@ impl Session<'_> {
                 }
                 Err(Attempt::Retry { failed, timeout }) => {
                     if failed {
+                        if timeout {
+                            counters.server_timedout.incr();
+                        } else {
+                            counters.server_err.incr();
+                        }
                         tracing::warn!(pool = %cfg.name, server = %server.text, timeout, "upstream failed; trying the next server");
                         w.balancers.borrow_mut()[u].failed(i, now_ms());
                         tried |= 1 << i;
