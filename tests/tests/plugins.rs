@@ -85,6 +85,18 @@ fn key_rewrite_stores_the_new_name_and_answers_with_the_clients() {
         "STORED\r\n"
     );
     assert_eq!(home.client().get(b"t1/a").as_deref(), Some(&b"b"[..]));
+    // Meta commands echo the client's key too: mg's `k` flag, and me's key.
+    assert_eq!(c.call(b"mg tenant1:a k v\r\n"), "VA 1 ktenant1:a\r\nb\r\n");
+    c.send(b"mg tenant1:a k q\r\nmn\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&c.read_replies(2)),
+        "HD ktenant1:a\r\nMN\r\n"
+    );
+    let me = c.call(b"me tenant1:a\r\n");
+    assert!(
+        me.starts_with("ME tenant1:a "),
+        "me shows the client's key: {me:?}"
+    );
     assert_eq!(c.call(b"delete tenant1:a\r\n"), "DELETED\r\n");
     assert!(home.client().get(b"t1/a").is_none());
 }

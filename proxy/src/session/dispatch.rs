@@ -199,8 +199,13 @@ fn forward_one(
     let dest = if req.is_noreply() {
         Dest::Discard
     } else {
-        let slot = if req.is_silent() {
-            Slot::Quiet(req.command, None)
+        let slot = if req.is_meta() {
+            Slot::Meta {
+                command: req.command,
+                quiet: req.is_silent(),
+                reply: None,
+                client_key: new_key.map(|_| Bytes::copy_from_slice(req.key())),
+            }
         } else {
             Slot::Reply(None)
         };

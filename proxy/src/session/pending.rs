@@ -18,8 +18,14 @@ pub type Seq = u64;
 pub enum Slot {
     /// One reply, from a server or from walnut itself.
     Reply(Option<Bytes>),
-    /// A meta command sent with `q`: the reply is dropped when it is the one `q` hides.
-    Quiet(Command, Option<Bytes>),
+    /// A meta command: with `q`, the reply `q` hides is dropped; with a key a plugin rewrote,
+    /// the key the reply echoes (flag `k`, or `me`'s key) is the client's again.
+    Meta {
+        command: Command,
+        quiet: bool,
+        reply: Option<Bytes>,
+        client_key: Option<Bytes>,
+    },
     /// A retrieval split over several servers, merged back into the client's key order.
     Gather(Box<Gather>),
     /// A broadcast (`flush_all`): `OK` only when every server said OK, else the first other reply.
@@ -221,7 +227,7 @@ impl Pending {
             return;
         };
         match &mut entry.slot {
-            Slot::Reply(r) | Slot::Quiet(_, r) => *r = Some(reply),
+            Slot::Reply(r) | Slot::Meta { reply: r, .. } => *r = Some(reply),
             Slot::Gather(g) => g.frags[frag as usize] = Some(reply),
             Slot::AllOk(first) => {
                 if first.is_none() && &reply[..] != b"OK\r\n" {
@@ -344,10 +350,19 @@ impl Pending {
                 Slot::Reply(r) => {
                     out.put_slice(r.as_deref().unwrap_or(b"SERVER_ERROR no reply\r\n"))
                 }
-                Slot::Quiet(cmd, r) => {
-                    let r = r.as_deref().unwrap_or(b"SERVER_ERROR no reply\r\n");
-                    if !quiet_hides(cmd, r) {
-                        out.put_slice(r);
+                Slot::Meta {
+                    command,
+                    quiet,
+                    reply,
+                    client_key,
+                } => {
+                    let r = reply.as_deref().unwrap_or(b"SERVER_ERROR no reply\r\n");
+                    if quiet && quiet_hides(command, r) {
+                        continue;
+                    }
+                    match client_key {
+                        Some(key) => put_rekeyed(r, &key, out),
+                        None => out.put_slice(r),
                     }
                 }
                 Slot::AllOk(first) => out.put_slice(first.as_deref().unwrap_or(b"OK\r\n")),
@@ -370,6 +385,29 @@ impl Pending {
             }
         }
     }
+}
+
+/// Writes a meta reply with the key it echoes replaced by `key`: the `k` flag's token, and the
+/// key of `me`'s `ME <key> ...` line. The rest of the reply (a value block) is copied as is.
+fn put_rekeyed(reply: &[u8], key: &[u8], out: &mut BytesMut) {
+    let eol = memchr::memchr(b'\n', reply).map_or(reply.len(), |i| i + 1);
+    let line = reply[..eol].strip_suffix(b"\r\n").unwrap_or(&reply[..eol]);
+    let is_me = line.starts_with(b"ME ");
+    for (i, token) in line.split(|&b| b == b' ').enumerate() {
+        if i > 0 {
+            out.put_u8(b' ');
+        }
+        if is_me && i == 1 {
+            out.put_slice(key);
+        } else if !is_me && i > 0 && token.first() == Some(&b'k') {
+            out.put_u8(b'k');
+            out.put_slice(key);
+        } else {
+            out.put_slice(token);
+        }
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(&reply[eol..]);
 }
 
 /// The replies a meta command's `q` flag hides, as memcached 1.6 hides them.
