@@ -283,32 +283,17 @@ async fn accept_loop(
             return;
         }
     };
+    let pool_name = pool.shared.config.name.clone();
     let limit = pool.shared.config.client_connections;
-    loop {
-        let conn = tokio::select! {
-            c = listener.accept() => c,
-            r = shutdown.changed() => {
-                if r.is_err() || *shutdown.borrow() {
-                    return;
-                }
-                continue;
-            }
-        };
-        let conn = match conn {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(pool = %pool.shared.config.name, "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let clients = &pool.shared.clients;
-        if limit > 0 && clients.load(Ordering::Relaxed) >= limit {
-            tracing::warn!(pool = %pool.shared.config.name, limit, "client_connections reached, closing new connection");
-            continue;
-        }
-        clients.fetch_add(1, Ordering::Relaxed);
+    while let Some(conn) = next_client(
+        || listener.accept(),
+        &mut shutdown,
+        &pool.shared.clients,
+        limit,
+        &pool_name,
+    )
+    .await
+    {
         registry
             .process
             .total_connections
@@ -355,6 +340,50 @@ async fn accept_loop(
                 live.idle.notify_one();
             }
         });
+    }
+}
+
+/// The next client a pool admits: waits for a connection, backs off when accepting fails
+/// (out of file descriptors and the like, instead of spinning), closes connections past
+/// `client_connections` (`limit`, 0 for none) and counts the one admitted in `clients`.
+/// `None` once shutdown begins.
+pub async fn next_client<T, F>(
+    mut accept: impl FnMut() -> F,
+    shutdown: &mut watch::Receiver<bool>,
+    clients: &std::sync::atomic::AtomicU32,
+    limit: u32,
+    pool: &str,
+) -> Option<T>
+where
+    F: std::future::Future<Output = std::io::Result<T>>,
+{
+    loop {
+        let conn = tokio::select! {
+            c = accept() => c,
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() {
+                    return None;
+                }
+                continue;
+            }
+        };
+        match conn {
+            Err(e) => {
+                tracing::warn!(pool, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(_) if limit > 0 && clients.load(Ordering::Relaxed) >= limit => {
+                tracing::warn!(
+                    pool,
+                    limit,
+                    "client_connections reached, closing new connection"
+                );
+            }
+            Ok(c) => {
+                clients.fetch_add(1, Ordering::Relaxed);
+                return Some(c);
+            }
+        }
     }
 }
 

@@ -1,8 +1,6 @@
 //! Header rules of a proxy: hop-by-hop headers dropped (RFC 9110 7.6.1), the forwarded headers
 //! added, and the heads walnut writes itself.
 
-use std::net::IpAddr;
-
 /// Headers that describe one connection, never forwarded. Content-Length is not one, but
 /// walnut writes the framing itself, and Expect is answered by walnut.
 const HOP_BY_HOP: [&[u8]; 9] = [
@@ -64,19 +62,18 @@ pub fn put(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// Appends the forwarded headers for a client at `ip`: X-Forwarded-For extends the client's.
 pub fn put_forwarded<'a>(
     out: &mut Vec<u8>,
-    ip: IpAddr,
+    ip: &[u8],
     all: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) {
-    use std::io::Write;
     out.extend_from_slice(b"X-Forwarded-For: ");
     for (_, v) in all.filter(|(n, _)| n.eq_ignore_ascii_case(b"x-forwarded-for")) {
         out.extend_from_slice(v);
         out.extend_from_slice(b", ");
     }
-    let _ = write!(
-        out,
-        "{ip}\r\nX-Real-IP: {ip}\r\nX-Forwarded-Proto: http\r\n"
-    );
+    out.extend_from_slice(ip);
+    out.extend_from_slice(b"\r\nX-Real-IP: ");
+    out.extend_from_slice(ip);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
 }
 
 /// The reason phrase walnut writes for `status`.
@@ -155,7 +152,7 @@ mod tests {
     fn forwarded_headers_extend_the_clients() {
         let mut out = Vec::new();
         let h = [("X-Forwarded-For", "10.0.0.1")];
-        put_forwarded(&mut out, "127.0.0.1".parse().unwrap(), pairs(&h));
+        put_forwarded(&mut out, b"127.0.0.1", pairs(&h));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Real-IP: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"

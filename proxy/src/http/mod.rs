@@ -15,7 +15,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -130,30 +129,10 @@ pub async fn accept_loop(
         }
     };
     let limit = worker.shared.config.client_connections;
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            r = shutdown.changed() => {
-                if r.is_err() || *shutdown.borrow() {
-                    return;
-                }
-                continue;
-            }
-        };
-        let (stream, remote) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(pool = %name, "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let clients = &worker.shared.clients;
-        if limit > 0 && clients.load(Ordering::Relaxed) >= limit {
-            tracing::warn!(pool = %name, limit, "client_connections reached, closing new connection");
-            continue;
-        }
-        clients.fetch_add(1, Ordering::Relaxed);
+    let clients = &worker.shared.clients;
+    while let Some((stream, remote)) =
+        crate::worker::next_client(|| listener.accept(), &mut shutdown, clients, limit, &name).await
+    {
         worker.stats.pool.client_connections.incr();
         live.enter();
         let (worker, live, shutdown) = (Rc::clone(&worker), Rc::clone(&live), shutdown.clone());

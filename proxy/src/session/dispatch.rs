@@ -173,6 +173,7 @@ fn place(pool: &WorkerPool, plugins: Option<&mut PoolPlugins>, key: &[u8]) -> Op
 }
 
 /// Sends a one-key request to the server its key goes to; `new_key` replaces the client's.
+/// (Retrievals with rewritten keys go through `retrieve_many`, which shows the client's keys.)
 fn forward_one(
     req: &Request,
     pool: &WorkerPool,
@@ -180,11 +181,6 @@ fn forward_one(
     new_key: Option<&[u8]>,
     pending: &Rc<Pending>,
 ) {
-    if req.command.is_retrieval() && new_key.is_some() {
-        // The reply must show the client's key: merge it like a multi-key retrieval.
-        let sent = new_key.map(Bytes::copy_from_slice);
-        return retrieve_many(req, pool, plugins, sent, pending, &mut Scratch::default());
-    }
     let mut scratch = [0u8; 512];
     let key = match new_key {
         Some(k) => k,

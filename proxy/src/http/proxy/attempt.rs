@@ -108,20 +108,7 @@ impl Session<'_> {
             conn.buf.reserve(16 * 1024);
             match tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut conn.buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
-                Err(_) => {
-                    if retry_safe {
-                        return Err(Attempt::Retry {
-                            failed: true,
-                            timeout: true,
-                        });
-                    }
-                    w.balancers.borrow_mut()[u].failed(i, now_ms());
-                    tracing::warn!(pool = %cfg.name, server = %server.text, "upstream timed out");
-                    return Err(Attempt::Status {
-                        status: 504,
-                        close: false,
-                    });
-                }
+                Err(_) => return Err(self.no_answer(u, i, retry_safe, true)),
                 Ok(_) => {
                     if stale && !got_any && !framing.has_body() {
                         return Err(Attempt::Retry {
@@ -129,18 +116,7 @@ impl Session<'_> {
                             timeout: false,
                         });
                     }
-                    if retry_safe {
-                        return Err(Attempt::Retry {
-                            failed: true,
-                            timeout: false,
-                        });
-                    }
-                    w.balancers.borrow_mut()[u].failed(i, now_ms());
-                    tracing::warn!(pool = %cfg.name, server = %server.text, "upstream closed before answering");
-                    return Err(Attempt::Status {
-                        status: 502,
-                        close: false,
-                    });
+                    return Err(self.no_answer(u, i, retry_safe, false));
                 }
             }
         };
@@ -183,6 +159,30 @@ impl Session<'_> {
                 }
                 Ok((false, false))
             }
+        }
+    }
+
+    /// Server `i` of upstream `u` timed out or closed before its response head: the next
+    /// server when retrying is safe, else it is marked failed and the client gets 504 or 502.
+    fn no_answer(&self, u: usize, i: usize, retry_safe: bool, timeout: bool) -> Attempt {
+        if retry_safe {
+            return Attempt::Retry {
+                failed: true,
+                timeout,
+            };
+        }
+        let w = self.w;
+        let server = &w.shared.upstreams[u].config.servers[i];
+        w.balancers.borrow_mut()[u].failed(i, now_ms());
+        let what = if timeout {
+            "upstream timed out"
+        } else {
+            "upstream closed before answering"
+        };
+        tracing::warn!(pool = %w.shared.config.name, server = %server.text, "{what}");
+        Attempt::Status {
+            status: if timeout { 504 } else { 502 },
+            close: false,
         }
     }
 }

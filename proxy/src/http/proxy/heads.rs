@@ -57,7 +57,7 @@ impl Session<'_> {
         if !host {
             put(out, b"Host", server.as_bytes());
         }
-        headers::put_forwarded(out, self.remote, all());
+        headers::put_forwarded(out, &self.remote_text, all());
         match framing {
             Framing::Length(n) => {
                 out.extend_from_slice(b"Content-Length: ");

@@ -34,6 +34,8 @@ struct Session<'w> {
     w: &'w Worker,
     client: TcpStream,
     remote: IpAddr,
+    /// `remote` as text, written into every request's forwarded headers.
+    remote_text: Vec<u8>,
     buf: BytesMut,
     /// The current request's head bytes (`head`'s ranges index them).
     head_bytes: Vec<u8>,
@@ -52,6 +54,7 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: watc
         w,
         client,
         remote,
+        remote_text: remote.to_string().into_bytes(),
         buf: BytesMut::with_capacity(16 * 1024),
         head_bytes: Vec::with_capacity(1024),
         head: RequestHead::default(),
