@@ -6,6 +6,7 @@
 # Arguments: LISTEN B0 B1 [WORKERS] [guard]
 # With `guard`, the location also runs the command-guard example plugin (refusing PUT, DELETE
 # and POST), so GETs pay for one plugin call each.
+# WALNUT_BIN, when set, is the walnut binary to run (e.g. an older build, for A/B runs).
 set -euo pipefail
 listen=$1 b0=$2 b1=$3 workers=${4:-1} plugin=${5:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,4 +21,4 @@ conf=$(mktemp -t walnut-http-bench-XXXXXX.yml)
   fi
 } >"$conf"
 stats_port=$(( ${listen##*:} + 1 ))
-exec "$here/target/release/walnut" -c "$conf" -w "$workers" -s "$stats_port" -a 127.0.0.1 -v 4
+exec "${WALNUT_BIN:-$here/target/release/walnut}" -c "$conf" -w "$workers" -s "$stats_port" -a 127.0.0.1 -v 4

@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod ring;
 pub mod session;
 pub mod stats;
+pub mod timer;
 pub mod upstream;
 pub mod worker;
 

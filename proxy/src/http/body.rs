@@ -7,6 +7,8 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::timer::Timer;
+
 use super::head::Framing;
 
 /// How much is read at once; a relay's buffer stays near this size.
@@ -156,7 +158,7 @@ pub async fn relay<R, W>(
     framing: Framing,
     dst: &mut W,
     out: Out,
-    read_timeout: Duration,
+    (timer, read_timeout): (&mut Timer, Duration),
     scratch: &mut Vec<u8>,
 ) -> Result<(), RelayError>
 where
@@ -168,7 +170,7 @@ where
         Framing::Length(mut left) => {
             while left > 0 {
                 if buf.is_empty() {
-                    fill(src, buf, read_timeout, false).await?;
+                    fill(src, buf, timer, read_timeout, false).await?;
                 }
                 let n = (buf.len() as u64).min(left) as usize;
                 emit(dst, &buf[..n], out, scratch).await?;
@@ -177,7 +179,7 @@ where
             }
         }
         Framing::Close => loop {
-            if buf.is_empty() && !fill(src, buf, read_timeout, true).await? {
+            if buf.is_empty() && !fill(src, buf, timer, read_timeout, true).await? {
                 break;
             }
             emit(dst, &buf[..], out, scratch).await?;
@@ -193,7 +195,7 @@ where
                     }
                     Some(Piece::End) => break,
                     None => {
-                        fill(src, buf, read_timeout, false).await?;
+                        fill(src, buf, timer, read_timeout, false).await?;
                     }
                 }
             }
@@ -211,11 +213,12 @@ where
 async fn fill<R: AsyncRead + Unpin>(
     src: &mut R,
     buf: &mut BytesMut,
+    timer: &mut Timer,
     read_timeout: Duration,
     eof_ok: bool,
 ) -> Result<bool, RelayError> {
     buf.reserve(READ_CHUNK);
-    match tokio::time::timeout(read_timeout, src.read_buf(buf)).await {
+    match timer.timeout(read_timeout, src.read_buf(buf)).await {
         Err(_) => Err(RelayError::ReadTimeout),
         Ok(Err(e)) => Err(RelayError::Read(e)),
         Ok(Ok(0)) if eof_ok => Ok(false),

@@ -1,5 +1,7 @@
 //! Framing backend replies: where each reply ends, and the VALUE blocks inside a retrieval reply.
 
+use bytes::{BufMut, BytesMut};
+
 use super::Command;
 
 /// A reply line longer than this with no end means the backend speaks something else.
@@ -177,6 +179,54 @@ pub fn value_blocks(reply: &[u8]) -> impl Iterator<Item = ValueBlock<'_>> {
     })
 }
 
+/// Writes the reply to `mg <key> f v [c] [T..]` as memcached answers the classic one-key
+/// retrieval it stands for: `VA <len> f<flags> [c<cas>]` and its data become `VALUE <key>
+/// <flags> <len> [<cas>]`, the data and `END`; `EN` becomes `END`. The classic reply of a
+/// server that was asked classically is shown under `key`; an error is passed on as it is.
+pub fn meta_get_as_classic(reply: &[u8], key: &[u8], cas: bool, out: &mut BytesMut) {
+    if reply == b"EN\r\n" {
+        out.put_slice(b"END\r\n");
+        return;
+    }
+    let Some(rest) = reply.strip_prefix(b"VA ") else {
+        // A classic reply (the request was re-sent classically): shown under `key` too.
+        match value_blocks(reply).next() {
+            Some(block) => {
+                out.put_slice(b"VALUE ");
+                out.put_slice(key);
+                out.put_slice(&reply[6 + block.key.len()..]);
+            }
+            None => out.put_slice(reply),
+        }
+        return;
+    };
+    let eol = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+    let line = rest[..eol].strip_suffix(b"\r\n").unwrap_or(&rest[..eol]);
+    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+    let len = tokens.next().unwrap_or(b"0");
+    let (mut flags, mut unique): (&[u8], &[u8]) = (b"0", b"0");
+    for token in tokens {
+        match token.split_first() {
+            Some((b'f', v)) => flags = v,
+            Some((b'c', v)) => unique = v,
+            _ => {}
+        }
+    }
+    out.put_slice(b"VALUE ");
+    out.put_slice(key);
+    out.put_u8(b' ');
+    out.put_slice(flags);
+    out.put_u8(b' ');
+    out.put_slice(len);
+    if cas {
+        out.put_u8(b' ');
+        out.put_slice(unique);
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(&rest[eol..]);
+    out.put_slice(b"END\r\n");
+}
+
 /// The `n`th space-separated number of a reply line (counting from 0 after the code).
 fn nth_number(line: &[u8], n: usize) -> Option<usize> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -299,6 +349,42 @@ mod tests {
                 ),
                 (b"bb", b"VALUE bb 1 2 9\r\nxy\r\n", b" 1 2 9\r\nxy\r\n"),
             ]
+        );
+    }
+
+    #[test]
+    fn meta_get_replies_read_as_classic_ones() {
+        let classic = |reply: &[u8], cas| {
+            let mut out = BytesMut::new();
+            meta_get_as_classic(reply, b"k1", cas, &mut out);
+            out.to_vec()
+        };
+        assert_eq!(classic(b"EN\r\n", false), b"END\r\n");
+        assert_eq!(
+            classic(b"VA 3 f7\r\nabc\r\n", false),
+            b"VALUE k1 7 3\r\nabc\r\nEND\r\n"
+        );
+        assert_eq!(
+            classic(b"VA 2 f0 c99\r\n\r\n\r\n", true),
+            b"VALUE k1 0 2 99\r\n\r\n\r\nEND\r\n"
+        );
+        // Flags in any order; an empty value.
+        assert_eq!(
+            classic(b"VA 0 c5 f4294967295\r\n\r\n", true),
+            b"VALUE k1 4294967295 0 5\r\n\r\nEND\r\n"
+        );
+        for passed in [
+            &b"SERVER_ERROR out of memory\r\n"[..],
+            b"CLIENT_ERROR bad command line format\r\n",
+            b"ERROR\r\n",
+            b"END\r\n",
+            b"VALUE k1 0 1\r\nx\r\nEND\r\n",
+        ] {
+            assert_eq!(classic(passed, false), passed);
+        }
+        assert_eq!(
+            classic(b"VALUE new:k1 3 1 8\r\nx\r\nEND\r\n", true),
+            b"VALUE k1 3 1 8\r\nx\r\nEND\r\n"
         );
     }
 }

@@ -135,6 +135,71 @@ impl Request {
         buf.extend_from_slice(tail);
     }
 
+    /// `write_as_meta_get` can write this request.
+    pub fn fits_meta_get(&self) -> bool {
+        match self.command {
+            Command::Get | Command::Gets => self.key_count == 1,
+            Command::Gat | Command::Gats => {
+                self.key_count == 1 && self.tokens().next().is_some_and(is_integer)
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes an `mg` that `write_as_meta_get` made back as the classic retrieval it stands for
+    /// (`c` gives `gets`/`gats`, `T<exptime>` gives `gat`/`gats`), for a server without meta.
+    pub fn write_meta_get_as_classic(&self, buf: &mut BytesMut) {
+        let mut tokens = self.tokens().skip(1);
+        let (mut cas, mut exptime) = (false, None);
+        for t in tokens.by_ref() {
+            match t.split_first() {
+                Some((b'c', [])) => cas = true,
+                Some((b'T', n)) => exptime = Some(n),
+                _ => {}
+            }
+        }
+        buf.extend_from_slice(match (cas, exptime.is_some()) {
+            (false, false) => b"get ",
+            (true, false) => b"gets ",
+            (false, true) => b"gat ",
+            (true, true) => b"gats ",
+        });
+        if let Some(n) = exptime {
+            buf.extend_from_slice(n);
+            buf.extend_from_slice(b" ");
+        }
+        buf.extend_from_slice(self.key());
+        buf.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes a one-key `get`/`gets`/`gat`/`gats` as the meta get that answers the same:
+    /// `mg <key> f v`, with `c` for the cas forms and `T<exptime>` for the touching ones; `key`
+    /// replaces the client's. Returns false, writing nothing, for anything else, and for a
+    /// `gat` whose exptime is not a number (memcached's own error for it then stays the same).
+    pub fn write_as_meta_get(&self, buf: &mut BytesMut, key: Option<&[u8]>) -> bool {
+        if !self.fits_meta_get() {
+            return false;
+        }
+        let touch = matches!(self.command, Command::Gat | Command::Gats);
+        let exptime = if touch {
+            self.tokens().next().unwrap_or_default()
+        } else {
+            &[]
+        };
+        buf.extend_from_slice(b"mg ");
+        buf.extend_from_slice(key.unwrap_or(self.key()));
+        buf.extend_from_slice(b" f v");
+        if matches!(self.command, Command::Gets | Command::Gats) {
+            buf.extend_from_slice(b" c");
+        }
+        if touch {
+            buf.extend_from_slice(b" T");
+            buf.extend_from_slice(exptime);
+        }
+        buf.extend_from_slice(b"\r\n");
+        true
+    }
+
     /// The storage fields a plugin sees: flags, exptime, value length (zeros elsewhere).
     pub fn storage_fields(&self) -> (u32, i64, u32) {
         let value_len = self.value.len() as u32;
@@ -172,6 +237,12 @@ impl Request {
             .filter(|t| !t.is_empty())
             .skip(1)
     }
+}
+
+/// An optionally negative decimal integer that fits an i64.
+fn is_integer(t: &[u8]) -> bool {
+    let digits = t.strip_prefix(b"-").unwrap_or(t);
+    !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit)
 }
 
 /// A refused request: the error to answer with, and how many bytes after the consumed command

@@ -118,6 +118,40 @@ fn noreply_and_quiet_are_stripped_when_forwarding() {
 }
 
 #[test]
+fn one_key_retrievals_become_meta_gets() {
+    let meta = |wire: &[u8], key: Option<&[u8]>| {
+        let r = one(wire).unwrap().unwrap();
+        let mut buf = BytesMut::new();
+        r.write_as_meta_get(&mut buf, key).then(|| buf.to_vec())
+    };
+    assert_eq!(meta(b"get k\r\n", None).unwrap(), b"mg k f v\r\n");
+    assert_eq!(meta(b"gets  k \r\n", None).unwrap(), b"mg k f v c\r\n");
+    assert_eq!(meta(b"gat 10 k\r\n", None).unwrap(), b"mg k f v T10\r\n");
+    assert_eq!(meta(b"gats -1 k\r\n", None).unwrap(), b"mg k f v c T-1\r\n");
+    assert_eq!(
+        meta(b"get k\r\n", Some(b"new:k")).unwrap(),
+        b"mg new:k f v\r\n"
+    );
+    // Several keys and other commands stay classic (a bad exptime never decodes).
+    assert_eq!(meta(b"get a b\r\n", None), None);
+    assert!(one(b"gat x k\r\n").is_err());
+    assert_eq!(meta(b"delete k\r\n", None), None);
+    assert_eq!(meta(b"mg k v\r\n", None), None);
+    // And back, for a server without meta.
+    for (mg, classic) in [
+        (&b"mg k f v\r\n"[..], &b"get k\r\n"[..]),
+        (b"mg k f v c\r\n", b"gets k\r\n"),
+        (b"mg k f v T10\r\n", b"gat 10 k\r\n"),
+        (b"mg new:k f v c T-1\r\n", b"gats -1 new:k\r\n"),
+    ] {
+        let r = one(mg).unwrap().unwrap();
+        let mut back = BytesMut::new();
+        r.write_meta_get_as_classic(&mut back);
+        assert_eq!(&back[..], classic);
+    }
+}
+
+#[test]
 fn meta_base64_keys_place_by_their_bytes() {
     let r = one(b"mg Zm9v b v\r\n").unwrap().unwrap();
     let mut scratch = [0u8; 512];

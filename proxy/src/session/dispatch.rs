@@ -9,7 +9,7 @@ use super::pending::{Pending, Slot};
 use crate::memcache::reply::ReplyKind;
 use crate::memcache::{Command, Request, decode};
 use crate::plugin::{PoolPlugins, Verdict, chain::Placement};
-use crate::upstream::{Dest, WorkerPool};
+use crate::upstream::{Backend, Dest, WorkerPool};
 
 /// The `version` reply: the memcached protocol level walnut speaks, then walnut's own version,
 /// so clients that parse a memcached version keep working.
@@ -109,7 +109,7 @@ fn filtered(
         return route(&req, pool, Some(plugins), pending, scratch);
     }
     let storage = req.storage_fields();
-    if req.command.is_retrieval() {
+    if req.command.is_retrieval() && req.key_count() > 1 {
         // Per key; the first refusal answers for the whole request.
         let mut sent: Option<Vec<Option<Vec<u8>>>> = None;
         for (i, key) in req.keys().enumerate() {
@@ -192,6 +192,10 @@ fn forward_one(
         }
         return;
     };
+    let backend = pool.backend(server, affinity(pending));
+    if req.command.is_retrieval() {
+        return retrieve_one(req, backend, new_key, pending);
+    }
     let dest = if req.is_noreply() {
         Dest::Discard
     } else {
@@ -211,10 +215,55 @@ fn forward_one(
             frag: 0,
         }
     };
-    pool.backend(server, affinity(pending))
-        .send(dest, ReplyKind::of(req.command), |buf| {
+    backend.send(dest, ReplyKind::of(req.command), |buf| {
+        req.write_forward(buf, new_key)
+    });
+}
+
+/// A one-key retrieval (its key rewritten to `new_key` by a plugin, if given): as a meta get
+/// when the server speaks meta (see `Slot::FromMeta`), else as it came; the client sees the
+/// classic reply under its own key either way.
+fn retrieve_one(
+    req: &Request,
+    backend: &Rc<Backend>,
+    new_key: Option<&[u8]>,
+    pending: &Rc<Pending>,
+) {
+    let client_key = req.frame().slice(req.keys_range());
+    let meta = backend.speaks_meta() && req.fits_meta_get();
+    let slot = match (meta, new_key) {
+        (true, _) => Slot::FromMeta {
+            key: client_key,
+            cas: matches!(req.command, Command::Gets | Command::Gats),
+            reply: None,
+        },
+        (false, None) => Slot::Reply(None),
+        // A classic reply echoes the sent key; the merge shows the client's.
+        (false, Some(_)) => {
+            let mut g = pending.gather();
+            g.request = req.frame().clone();
+            g.keys = req.keys_range();
+            g.sent = new_key.map(Bytes::copy_from_slice);
+            g.key_frag.push(0);
+            g.frags.push(None);
+            Slot::Gather(g)
+        }
+    };
+    let dest = Dest::Slot {
+        pending: Rc::clone(pending),
+        seq: pending.push(slot, 1),
+        frag: 0,
+    };
+    let kind = if meta {
+        ReplyKind::Meta
+    } else {
+        ReplyKind::Retrieval
+    };
+    backend.send(dest, kind, |buf| {
+        if !(meta && req.write_as_meta_get(buf, new_key)) {
             req.write_forward(buf, new_key)
-        });
+        }
+    });
 }
 
 /// A retrieval over several keys (or any rewritten retrieval): one request per server holding
@@ -340,13 +389,20 @@ pub fn reroute(pool: &WorkerPool, bytes: Bytes, dest: Dest, error: &Bytes) {
     }
     let mut scratch = [0u8; 512];
     let key = req.placement_key(&mut scratch);
-    match ring.locate(cfg.hash, cfg.hash_tag, key) {
-        Some(server) => pool.backend(server, dest_affinity(&dest)).send(
-            dest,
-            ReplyKind::of(req.command),
-            |buf| buf.put_slice(&bytes),
-        ),
-        None => settle(dest, Bytes::from_static(NO_SERVER)),
+    let Some(server) = ring.locate(cfg.hash, cfg.hash_tag, key) else {
+        return settle(dest, Bytes::from_static(NO_SERVER));
+    };
+    let backend = pool.backend(server, dest_affinity(&dest));
+    let from_meta = matches!(&dest, Dest::Slot { pending, seq, .. } if pending.is_from_meta(*seq));
+    if from_meta && !backend.speaks_meta() {
+        // A classic retrieval walnut sent as a meta get: asked classically again.
+        backend.send(dest, ReplyKind::Retrieval, |buf| {
+            req.write_meta_get_as_classic(buf)
+        });
+    } else {
+        backend.send(dest, ReplyKind::of(req.command), |buf| {
+            buf.put_slice(&bytes)
+        });
     }
 }
 
@@ -358,7 +414,7 @@ fn affinity(pending: &Rc<Pending>) -> usize {
 fn dest_affinity(dest: &Dest) -> usize {
     match dest {
         Dest::Slot { pending, .. } => affinity(pending),
-        Dest::Discard => 0,
+        Dest::Discard | Dest::MetaProbe => 0,
     }
 }
 

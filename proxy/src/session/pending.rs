@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use super::writer::ClientWriter;
 use crate::memcache::Command;
-use crate::memcache::reply::{is_error, value_blocks};
+use crate::memcache::reply::{is_error, meta_get_as_classic, value_blocks};
 
 /// A request's position in its connection's order.
 pub type Seq = u64;
@@ -25,6 +25,14 @@ pub enum Slot {
         quiet: bool,
         reply: Option<Bytes>,
         client_key: Option<Bytes>,
+    },
+    /// A one-key retrieval sent as a meta get (memcached answers a batch of those in one
+    /// packet, but classic retrievals one packet each), shown to the client as the classic
+    /// reply under its own `key`, with the cas unique when `cas`.
+    FromMeta {
+        key: Bytes,
+        cas: bool,
+        reply: Option<Bytes>,
     },
     /// A retrieval split over several servers, merged back into the client's key order.
     Gather(Box<Gather>),
@@ -227,7 +235,9 @@ impl Pending {
             return;
         };
         match &mut entry.slot {
-            Slot::Reply(r) | Slot::Meta { reply: r, .. } => *r = Some(reply),
+            Slot::Reply(r) | Slot::Meta { reply: r, .. } | Slot::FromMeta { reply: r, .. } => {
+                *r = Some(reply)
+            }
             Slot::Gather(g) => g.frags[frag as usize] = Some(reply),
             Slot::AllOk(first) => {
                 if first.is_none() && &reply[..] != b"OK\r\n" {
@@ -242,6 +252,14 @@ impl Pending {
             self.flush();
             self.wake_if_needed();
         }
+    }
+
+    /// Request `seq` is a retrieval sent as a meta get (see `Slot::FromMeta`).
+    pub fn is_from_meta(&self, seq: Seq) -> bool {
+        let entries = self.entries.borrow();
+        seq.checked_sub(self.head.get())
+            .and_then(|i| entries.get(i as usize))
+            .is_some_and(|e| matches!(e.slot, Slot::FromMeta { .. }))
     }
 
     /// Fragment `frag` of retrieval `seq` (sent as `req`) must go to new servers: `servers[i]`
@@ -365,6 +383,12 @@ impl Pending {
                         None => out.put_slice(r),
                     }
                 }
+                Slot::FromMeta { key, cas, reply } => meta_get_as_classic(
+                    reply.as_deref().unwrap_or(b"SERVER_ERROR no reply\r\n"),
+                    &key,
+                    cas,
+                    out,
+                ),
                 Slot::AllOk(first) => out.put_slice(first.as_deref().unwrap_or(b"OK\r\n")),
                 Slot::Gather(mut g) => {
                     merge(&mut g, out);

@@ -7,7 +7,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -17,6 +17,7 @@ use crate::memcache::ReplyScanner;
 use crate::memcache::reply::ReplyKind;
 use crate::session::pending::{Pending, Seq};
 use crate::stats::PoolStats;
+use crate::timer::Timer;
 use crate::upstream::WorkerPool;
 use crate::upstream::health::{self, Standing};
 
@@ -24,6 +25,9 @@ use crate::upstream::health::{self, Standing};
 pub enum Dest {
     /// Nobody: a `noreply` request (forwarded without `noreply` so replies stay in step).
     Discard,
+    /// The connection itself: the `mn` sent first on each connection, whose `MN` says the
+    /// server speaks the meta protocol.
+    MetaProbe,
     /// Fragment `frag` of request `seq` of a client connection.
     Slot {
         pending: Rc<Pending>,
@@ -118,6 +122,8 @@ pub struct Backend {
     wake: Notify,
     /// The driving task is running (connected, or connecting).
     running: Cell<bool>,
+    /// The server on this connection answered `mn`: one-key retrievals go as meta gets.
+    meta: Cell<bool>,
 }
 
 /// The most bytes read from a server in one call; replies are sliced out of this buffer.
@@ -132,6 +138,7 @@ impl Backend {
             written: Cell::new(0),
             wake: Notify::new(),
             running: Cell::new(false),
+            meta: Cell::new(false),
         })
     }
 
@@ -162,6 +169,11 @@ impl Backend {
         }
     }
 
+    /// The server on this connection speaks the meta protocol (known once it answered `mn`).
+    pub fn speaks_meta(&self) -> bool {
+        self.meta.get()
+    }
+
     /// Opens the connection ahead of the first request (`preconnect`).
     pub fn preconnect(self: &Rc<Self>) {
         if !self.running.get() {
@@ -173,6 +185,8 @@ impl Backend {
     /// Connects, then drives the connection until it fails or has nothing left to do.
     async fn run(self: Rc<Self>) {
         let stats = &self.target.stats.servers[self.target.index];
+        // Each connection asks anew: the server may have been replaced by an older one.
+        self.meta.set(false);
         let result = match self.connect().await {
             Ok(Stream::Tcp(s)) => {
                 stats.server_connections.incr();
@@ -243,12 +257,18 @@ impl Backend {
         W: AsyncWrite + Unpin,
     {
         let stats = &self.target.stats.servers[self.target.index];
+        // Behind whatever was queued while connecting; not counted as a client's request.
+        self.queue.borrow_mut().put_slice(b"mn\r\n");
+        self.inflight.borrow_mut().push_back(Inflight {
+            dest: Dest::MetaProbe,
+            kind: ReplyKind::Meta,
+            deadline: self.target.timeout.map(|t| Instant::now() + t),
+            len: 4,
+        });
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut sending = BytesMut::with_capacity(READ_CHUNK);
         let mut scanner = ReplyScanner::default();
-        let timer = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
+        let mut timer = Timer::default();
         loop {
             if sending.is_empty() {
                 sending.clear();
@@ -257,12 +277,6 @@ impl Backend {
             }
             // The oldest request's deadline bounds how long we wait for any reply.
             let head_deadline = self.inflight.borrow().front().and_then(|i| i.deadline);
-            if head_deadline != armed {
-                if let Some(d) = head_deadline {
-                    timer.as_mut().reset(d);
-                }
-                armed = head_deadline;
-            }
             tokio::select! {
                 biased;
                 r = rd.read_buf(&mut rbuf) => {
@@ -288,10 +302,17 @@ impl Backend {
                                 pool.shared.record_success(self.target.index);
                             }
                         }
-                        stats.responses.incr();
-                        stats.response_bytes.add(reply.len() as u64);
-                        if let Dest::Slot { pending, seq, frag } = entry.dest {
-                            pending.deliver(seq, frag, reply);
+                        match entry.dest {
+                            Dest::Slot { pending, seq, frag } => {
+                                stats.responses.incr();
+                                stats.response_bytes.add(reply.len() as u64);
+                                pending.deliver(seq, frag, reply);
+                            }
+                            Dest::Discard => {
+                                stats.responses.incr();
+                                stats.response_bytes.add(reply.len() as u64);
+                            }
+                            Dest::MetaProbe => self.meta.set(&reply[..] == b"MN\r\n"),
                         }
                     }
                     if rbuf.capacity() - rbuf.len() < 1024 {
@@ -305,7 +326,10 @@ impl Backend {
                         Err(e) => return Err(Failure::from_io(&e)),
                     }
                 }
-                () = &mut timer, if armed.is_some() => {
+                () = std::future::poll_fn(|cx| match head_deadline {
+                    Some(d) => timer.poll_until(cx, d),
+                    None => std::task::Poll::Pending,
+                }) => {
                     return Err(Failure::TimedOut);
                 }
                 () = self.wake.notified(), if sending.is_empty() => {}
@@ -341,6 +365,10 @@ impl Backend {
         let reply = failure.reply();
         let mut offset = 0usize;
         for (i, entry) in entries.into_iter().enumerate() {
+            if matches!(entry.dest, Dest::MetaProbe) {
+                offset += if i >= written { entry.len as usize } else { 0 };
+                continue;
+            }
             if i >= written {
                 let bytes = queued.slice(offset..offset + entry.len as usize);
                 offset += entry.len as usize;

@@ -28,7 +28,10 @@ impl Session<'_> {
         self.upstream_head(method_override, framing, &server.text);
         let timeout = cfg.timeout;
         let stale = conn.reused;
-        let write = tokio::time::timeout(timeout, conn.stream.write_all(&self.out)).await;
+        let write = self
+            .timer
+            .timeout(timeout, conn.stream.write_all(&self.out))
+            .await;
         match write {
             Ok(Ok(())) => {}
             // Nothing the server could act on was sent.
@@ -63,7 +66,7 @@ impl Session<'_> {
                 framing,
                 &mut conn.stream,
                 out,
-                cfg.client_header_timeout,
+                (&mut self.timer, cfg.client_header_timeout),
                 &mut self.scratch,
             )
             .await;
@@ -106,7 +109,11 @@ impl Session<'_> {
                 }
             }
             conn.buf.reserve(16 * 1024);
-            match tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut conn.buf)).await {
+            match self
+                .timer
+                .within(deadline, conn.stream.read_buf(&mut conn.buf))
+                .await
+            {
                 Ok(Ok(n)) if n > 0 => {}
                 Err(_) => return Err(self.no_answer(u, i, retry_safe, true)),
                 Ok(_) => {
@@ -147,7 +154,7 @@ impl Session<'_> {
             rest,
             &mut self.client,
             out_mode,
-            timeout,
+            (&mut self.timer, timeout),
             &mut self.scratch,
         )
         .await;

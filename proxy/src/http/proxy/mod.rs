@@ -18,6 +18,7 @@ use super::headers::{hop_by_hop, put, put_number, reason};
 use super::upstream::{self};
 use crate::config::LocationAction;
 use crate::plugin::{HttpEdits, HttpVerdict};
+use crate::timer::Timer;
 
 mod attempt;
 mod heads;
@@ -46,6 +47,8 @@ struct Session<'w> {
     key: Vec<u8>,
     edits: HttpEdits,
     shutdown: watch::Receiver<bool>,
+    /// Every timeout of this connection, client and upstream side (one at a time).
+    timer: Timer,
 }
 
 /// Serves one client until it closes, misbehaves, idles out or walnut shuts down.
@@ -64,6 +67,7 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: watc
         key: Vec::new(),
         edits: HttpEdits::default(),
         shutdown,
+        timer: Timer::default(),
     };
     let mut first = true;
     let linger = loop {
@@ -93,7 +97,7 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: watc
         // lingering close).
         let deadline = Instant::now() + LINGER;
         let mut drain = [0u8; 4096];
-        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, s.client.read(&mut drain)).await {
+        while let Ok(Ok(n)) = s.timer.within(deadline, s.client.read(&mut drain)).await {
             if n == 0 {
                 break;
             }
@@ -127,7 +131,7 @@ impl Session<'_> {
             // Idle between requests: keepalive_timeout, and shutdown ends the wait.
             self.buf.reserve(4096);
             let read = tokio::select! {
-                r = tokio::time::timeout(cfg.keepalive_timeout, self.client.read_buf(&mut self.buf)) => r,
+                r = self.timer.timeout(cfg.keepalive_timeout, self.client.read_buf(&mut self.buf)) => r,
                 _ = self.shutdown.changed() => return Ok(false),
             };
             if !matches!(read, Ok(Ok(n)) if n > 0) {
@@ -145,7 +149,11 @@ impl Session<'_> {
                 return Ok(true);
             }
             self.buf.reserve(4096);
-            match tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.buf)).await {
+            match self
+                .timer
+                .within(deadline, self.client.read_buf(&mut self.buf))
+                .await
+            {
                 Ok(Ok(n)) if n > 0 => {}
                 // Closed, failed, or too slow: dropped without an answer.
                 _ => return Ok(false),
@@ -265,7 +273,7 @@ impl Session<'_> {
                 framing,
                 &mut sink,
                 Out::Raw,
-                timeout,
+                (&mut self.timer, timeout),
                 &mut self.scratch,
             )
             .await

@@ -1,0 +1,204 @@
+//! One-key retrievals go to a server that speaks the meta protocol as `mg` (memcached 1.6
+//! answers a batch of meta gets in one packet, classic gets one packet each): clients still see
+//! exactly memcached's classic replies. A server without meta (answering `mn` with `ERROR`) is
+//! asked classically.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use walnut_tests::{Client, Memcached, Proxy, eventually, mc_pool, show, storage_request};
+
+/// walnut with one worker over `servers`, connected before the first request.
+fn walnut_over(servers: &[String]) -> Proxy {
+    Proxy::walnut_with(
+        &mc_pool(servers, "  preconnect: true\n  timeout: 2000\n"),
+        &["-w", "1"],
+    )
+}
+
+/// memcached's `bytes_read` counter.
+fn bytes_read(c: &mut Client) -> u64 {
+    let stats = c.call("stats\r\n".as_bytes());
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("STAT bytes_read "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("bytes_read in stats")
+}
+
+#[test]
+fn one_key_retrievals_read_exactly_as_from_memcached() {
+    let m = Memcached::start_with(&["-I", "2m"]);
+    let walnut = walnut_over(&[m.address()]);
+    let mut direct = m.client();
+    let mut via = walnut.client();
+    let big = vec![b'v'; 1024 * 1024];
+    let binary = b"a\r\nEND\r\nVALUE x 0 1\r\n\0\xff".to_vec();
+    for (key, flags, data) in [
+        ("m:plain", 0, &b"hello"[..]),
+        ("m:flags", u32::MAX, b"f"),
+        ("m:empty", 7, b""),
+        ("m:binary", 1, &binary[..]),
+        ("m:big", 2, &big[..]),
+        ("m:touched", 3, b"t"),
+    ] {
+        direct.expect(&storage_request("set", key, flags, data, ""), b"STORED\r\n");
+    }
+    let requests: &[&[u8]] = &[
+        b"get m:plain\r\n",
+        b"gets m:plain\r\n",
+        b"get m:flags\r\n",
+        b"gets m:empty\r\n",
+        b"get m:binary\r\n",
+        b"get m:big\r\n",
+        b"get m:missing\r\n",
+        b"gets m:missing\r\n",
+        b"gat 1000 m:touched\r\n",
+        b"gats 0 m:touched\r\n",
+        b"gat 1000 m:missing\r\n",
+        b"get  m:plain \r\n",
+    ];
+    // Walnut learns that the server speaks meta when the connection opens.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let before = bytes_read(&mut direct);
+            via.expect(b"get m:plain\r\n", b"VALUE m:plain 0 5\r\nhello\r\nEND\r\n");
+            bytes_read(&mut direct) - before
+                == ("stats\r\n".len() + "mg m:plain f v\r\n".len()) as u64
+        }),
+        "walnut never sent `get` as `mg m:plain f v`"
+    );
+    for request in requests {
+        let expected = direct.call_raw(request);
+        let got = via.call_raw(request);
+        assert!(
+            got == expected,
+            "{}: walnut {} memcached {}",
+            show(request),
+            show(&got),
+            show(&expected)
+        );
+    }
+    // Pipelined in one write, between other commands: every reply in order.
+    let mut all = Vec::new();
+    for request in requests {
+        all.extend_from_slice(request);
+        all.extend_from_slice(b"delete m:nothing\r\n");
+    }
+    direct.send(&all);
+    via.send(&all);
+    let n = requests.len() * 2;
+    let expected = direct.read_replies(n);
+    let got = via.read_replies(n);
+    assert!(
+        got == expected,
+        "pipelined: walnut {} memcached {}",
+        show(&got),
+        show(&expected)
+    );
+    // The cas unique from walnut's `gets` is the server's: `cas` with it succeeds.
+    let reply = String::from_utf8_lossy(&via.call_raw(b"gets m:plain\r\n")).into_owned();
+    let unique = reply
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    via.expect(
+        format!("cas m:plain 0 0 3 {unique}\r\nnew\r\n").as_bytes(),
+        b"STORED\r\n",
+    );
+    via.expect(b"get m:plain\r\n", b"VALUE m:plain 0 3\r\nnew\r\nEND\r\n");
+}
+
+/// A classic-only server: `mn` (and any other meta command) is `ERROR`, `get k`/`gets k` find
+/// `v-k`, everything else is `ERROR`. Records every line it is sent.
+struct ClassicServer {
+    port: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClassicServer {
+    fn start() -> ClassicServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                let seen = Arc::clone(&seen);
+                std::thread::spawn(move || serve_classic(s, seen));
+            }
+        });
+        ClassicServer { port, lines }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+fn serve_classic(s: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
+    let mut out = s.try_clone().expect("clone");
+    for line in BufReader::new(s).lines() {
+        let Ok(line) = line else { return };
+        let line = line.trim_end().to_string();
+        seen.lock().unwrap().push(line.clone());
+        let words: Vec<&str> = line.split(' ').filter(|w| !w.is_empty()).collect();
+        let reply = match words.as_slice() {
+            ["get", key] => format!("VALUE {key} 5 {}\r\nv-{key}\r\nEND\r\n", key.len() + 2),
+            ["gets", key] => format!("VALUE {key} 5 {} 42\r\nv-{key}\r\nEND\r\n", key.len() + 2),
+            ["version"] => "VERSION 1.4.39\r\n".to_string(),
+            _ => "ERROR\r\n".to_string(),
+        };
+        if out.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_server_without_meta_is_asked_classically() {
+    let old = ClassicServer::start();
+    let walnut = walnut_over(&[old.address()]);
+    let mut c = walnut.client();
+    assert!(
+        eventually(Duration::from_secs(5), || old
+            .lines()
+            .iter()
+            .any(|l| l == "mn")),
+        "walnut never asked the server whether it speaks meta: {:?}",
+        old.lines()
+    );
+    for i in 0..20 {
+        let key = format!("old:{i}");
+        c.expect(
+            format!("get {key}\r\n").as_bytes(),
+            format!("VALUE {key} 5 {}\r\nv-{key}\r\nEND\r\n", key.len() + 2).as_bytes(),
+        );
+        c.expect(
+            format!("gets {key}\r\n").as_bytes(),
+            format!("VALUE {key} 5 {} 42\r\nv-{key}\r\nEND\r\n", key.len() + 2).as_bytes(),
+        );
+    }
+    let lines = old.lines();
+    assert!(
+        lines.iter().all(|l| !l.starts_with("mg ")),
+        "a meta get reached a server that answered `mn` with ERROR: {lines:?}"
+    );
+    assert_eq!(lines.iter().filter(|l| l.starts_with("get ")).count(), 20);
+    // The probe is not a client request: the server's counts show only the 40.
+    let stats = walnut.stats_json();
+    assert!(
+        stats.contains("\"requests\":40,") && stats.contains("\"responses\":40,"),
+        "mc1's requests and responses should be 40: {stats}"
+    );
+}
