@@ -1,7 +1,7 @@
 //! One-key retrievals go to a server that speaks the meta protocol as `mg` (memcached 1.6
 //! answers a batch of meta gets in one packet, classic gets one packet each): clients still see
-//! exactly memcached's classic replies. A server without meta (answering `mn` with `ERROR`) is
-//! asked classically.
+//! exactly memcached's classic replies. Multi-key retrievals stay classic. A server without meta
+//! (answering `mn` with `ERROR`) is asked classically.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,7 +29,7 @@ fn bytes_read(c: &mut Client) -> u64 {
 }
 
 #[test]
-fn one_key_retrievals_read_exactly_as_from_memcached() {
+fn retrievals_read_exactly_as_from_memcached() {
     let m = Memcached::start_with(&["-I", "2m"]);
     let walnut = walnut_over(&[m.address()]);
     let mut direct = m.client();
@@ -59,6 +59,12 @@ fn one_key_retrievals_read_exactly_as_from_memcached() {
         b"gats 0 m:touched\r\n",
         b"gat 1000 m:missing\r\n",
         b"get  m:plain \r\n",
+        // Several keys: classic, merged back.
+        b"get m:plain m:missing m:flags m:plain\r\n",
+        b"gets m:empty m:binary m:missing\r\n",
+        b"gat 1000 m:touched m:missing m:plain\r\n",
+        b"gats 0 m:missing m:big m:plain\r\n",
+        b"get m:missing m:nothing\r\n",
     ];
     // Walnut learns that the server speaks meta when the connection opens.
     assert!(
@@ -69,6 +75,16 @@ fn one_key_retrievals_read_exactly_as_from_memcached() {
                 == ("stats\r\n".len() + "mg m:plain f v\r\n".len()) as u64
         }),
         "walnut never sent `get` as `mg m:plain f v`"
+    );
+    let before = bytes_read(&mut direct);
+    via.expect(
+        b"get m:plain m:flags\r\n",
+        b"VALUE m:plain 0 5\r\nhello\r\nVALUE m:flags 4294967295 1\r\nf\r\nEND\r\n",
+    );
+    assert_eq!(
+        bytes_read(&mut direct) - before,
+        ("stats\r\n".len() + "get m:plain m:flags\r\n".len()) as u64,
+        "a multi-key get should reach the server as it came (one command, one packet)"
     );
     for request in requests {
         let expected = direct.call_raw(request);
@@ -154,8 +170,14 @@ fn serve_classic(s: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
         seen.lock().unwrap().push(line.clone());
         let words: Vec<&str> = line.split(' ').filter(|w| !w.is_empty()).collect();
         let reply = match words.as_slice() {
-            ["get", key] => format!("VALUE {key} 5 {}\r\nv-{key}\r\nEND\r\n", key.len() + 2),
-            ["gets", key] => format!("VALUE {key} 5 {} 42\r\nv-{key}\r\nEND\r\n", key.len() + 2),
+            [cmd @ ("get" | "gets"), keys @ ..] if !keys.is_empty() => {
+                let mut reply = String::new();
+                for key in keys {
+                    let cas = if *cmd == "gets" { " 42" } else { "" };
+                    reply += &format!("VALUE {key} 5 {}{cas}\r\nv-{key}\r\n", key.len() + 2);
+                }
+                reply + "END\r\n"
+            }
             ["version"] => "VERSION 1.4.39\r\n".to_string(),
             _ => "ERROR\r\n".to_string(),
         };
@@ -189,16 +211,28 @@ fn a_server_without_meta_is_asked_classically() {
             format!("VALUE {key} 5 {} 42\r\nv-{key}\r\nEND\r\n", key.len() + 2).as_bytes(),
         );
     }
+    let value = |key: &str| format!("VALUE {key} 5 {}\r\nv-{key}\r\n", key.len() + 2);
+    c.expect(
+        b"get old:1 old:2 old:1\r\n",
+        format!(
+            "{}{}{}END\r\n",
+            value("old:1"),
+            value("old:2"),
+            value("old:1")
+        )
+        .as_bytes(),
+    );
     let lines = old.lines();
     assert!(
         lines.iter().all(|l| !l.starts_with("mg ")),
         "a meta get reached a server that answered `mn` with ERROR: {lines:?}"
     );
-    assert_eq!(lines.iter().filter(|l| l.starts_with("get ")).count(), 20);
-    // The probe is not a client request: the server's counts show only the 40.
+    assert_eq!(lines.iter().filter(|l| l.starts_with("get ")).count(), 21);
+    assert_eq!(lines.iter().filter(|l| *l == "mn").count(), 1, "{lines:?}");
+    // The probe is not a client request: the server's counts show only the 41.
     let stats = walnut.stats_json();
     assert!(
-        stats.contains("\"requests\":40,") && stats.contains("\"responses\":40,"),
-        "mc1's requests and responses should be 40: {stats}"
+        stats.contains("\"requests\":41,") && stats.contains("\"responses\":41,"),
+        "mc1's requests and responses should be 41: {stats}"
     );
 }

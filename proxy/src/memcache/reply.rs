@@ -179,6 +179,58 @@ pub fn value_blocks(reply: &[u8]) -> impl Iterator<Item = ValueBlock<'_>> {
     })
 }
 
+/// The hit of a meta get reply: `VA <len> <flags>*` and the data.
+pub struct MetaHit<'a> {
+    pub flags: &'a [u8],
+    pub len: &'a [u8],
+    /// The `c` flag's cas unique (`0` without it).
+    pub cas: &'a [u8],
+    /// The data and its `\r\n`.
+    pub data: &'a [u8],
+}
+
+impl MetaHit<'_> {
+    /// Writes the hit as a classic `VALUE <key> <flags> <len> [<cas>]` block.
+    pub fn put_classic(&self, key: &[u8], cas: bool, out: &mut BytesMut) {
+        out.put_slice(b"VALUE ");
+        out.put_slice(key);
+        out.put_u8(b' ');
+        out.put_slice(self.flags);
+        out.put_u8(b' ');
+        out.put_slice(self.len);
+        if cas {
+            out.put_u8(b' ');
+            out.put_slice(self.cas);
+        }
+        out.put_slice(b"\r\n");
+        out.put_slice(self.data);
+    }
+}
+
+/// The hit a complete meta get reply (as framed by `ReplyScanner`) holds, if it is one.
+pub fn meta_hit(reply: &[u8]) -> Option<MetaHit<'_>> {
+    let nl = memchr::memchr(b'\n', reply)?;
+    let va = reply[..=nl].strip_prefix(b"VA ")?;
+    let line = va.strip_suffix(b"\r\n").unwrap_or(va);
+    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+    let len = tokens.next()?;
+    let n = nth_number(len, 0)?;
+    let mut hit = MetaHit {
+        flags: b"0",
+        len,
+        cas: b"0",
+        data: reply.get(nl + 1..nl + 1 + n + 2)?,
+    };
+    for token in tokens {
+        match token.split_first() {
+            Some((b'f', v)) => hit.flags = v,
+            Some((b'c', v)) => hit.cas = v,
+            _ => {}
+        }
+    }
+    Some(hit)
+}
+
 /// Writes the reply to `mg <key> f v [c] [T..]` as memcached answers the classic one-key
 /// retrieval it stands for: `VA <len> f<flags> [c<cas>]` and its data become `VALUE <key>
 /// <flags> <len> [<cas>]`, the data and `END`; `EN` becomes `END`. The classic reply of a
@@ -188,7 +240,7 @@ pub fn meta_get_as_classic(reply: &[u8], key: &[u8], cas: bool, out: &mut BytesM
         out.put_slice(b"END\r\n");
         return;
     }
-    let Some(rest) = reply.strip_prefix(b"VA ") else {
+    if !reply.starts_with(b"VA ") {
         // A classic reply (the request was re-sent classically): shown under `key` too.
         match value_blocks(reply).next() {
             Some(block) => {
@@ -199,32 +251,14 @@ pub fn meta_get_as_classic(reply: &[u8], key: &[u8], cas: bool, out: &mut BytesM
             None => out.put_slice(reply),
         }
         return;
-    };
-    let eol = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
-    let line = rest[..eol].strip_suffix(b"\r\n").unwrap_or(&rest[..eol]);
-    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
-    let len = tokens.next().unwrap_or(b"0");
-    let (mut flags, mut unique): (&[u8], &[u8]) = (b"0", b"0");
-    for token in tokens {
-        match token.split_first() {
-            Some((b'f', v)) => flags = v,
-            Some((b'c', v)) => unique = v,
-            _ => {}
+    }
+    match meta_hit(reply) {
+        Some(hit) => {
+            hit.put_classic(key, cas, out);
+            out.put_slice(b"END\r\n");
         }
+        None => out.put_slice(reply),
     }
-    out.put_slice(b"VALUE ");
-    out.put_slice(key);
-    out.put_u8(b' ');
-    out.put_slice(flags);
-    out.put_u8(b' ');
-    out.put_slice(len);
-    if cas {
-        out.put_u8(b' ');
-        out.put_slice(unique);
-    }
-    out.put_slice(b"\r\n");
-    out.put_slice(&rest[eol..]);
-    out.put_slice(b"END\r\n");
 }
 
 /// The `n`th space-separated number of a reply line (counting from 0 after the code).

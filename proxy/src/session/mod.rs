@@ -1,6 +1,7 @@
 //! One client connection: read and decode requests, route them, write replies back in order.
 
 pub mod dispatch;
+pub mod gather;
 pub mod pending;
 pub mod writer;
 

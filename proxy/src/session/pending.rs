@@ -7,9 +7,10 @@ use std::collections::VecDeque;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::sync::Notify;
 
+pub use super::gather::Gather;
 use super::writer::ClientWriter;
 use crate::memcache::Command;
-use crate::memcache::reply::{is_error, meta_get_as_classic, value_blocks};
+use crate::memcache::reply::meta_get_as_classic;
 
 /// A request's position in its connection's order.
 pub type Seq = u64;
@@ -40,34 +41,6 @@ pub enum Slot {
     AllOk(Option<Bytes>),
     /// `quit` or a fatal protocol error: close once everything before it is written.
     Close(Option<&'static [u8]>),
-}
-
-/// A multi-server retrieval: which fragment each key went to, and each fragment's reply.
-#[derive(Default)]
-pub struct Gather {
-    /// The client's request line, for its keys.
-    pub request: Bytes,
-    /// Range of the key list within `request`.
-    pub keys: std::ops::Range<usize>,
-    /// The keys sent to the servers when plugins rewrote them (space-separated, one per client
-    /// key, same order); replies are shown under the client's keys.
-    pub sent: Option<Bytes>,
-    /// Fragment of each key, in the client's key order.
-    pub key_frag: Vec<u16>,
-    /// Replies by fragment.
-    pub frags: Vec<Option<Bytes>>,
-    /// Merge cursors by fragment, kept only to reuse the allocation.
-    cursors: Vec<usize>,
-}
-
-impl Gather {
-    /// The keys as sent to the servers: rewritten ones if any, else the client's.
-    fn sent_keys(&self) -> &[u8] {
-        match &self.sent {
-            Some(sent) => sent,
-            None => &self.request[self.keys.clone()],
-        }
-    }
 }
 
 struct Entry {
@@ -281,42 +254,17 @@ impl Pending {
             return Vec::new();
         };
         if let Slot::Reply(None) = entry.slot {
-            let mut g = self.spare.borrow_mut().pop().unwrap_or_default();
+            let mut g = self.gather();
             g.request = req.frame().clone();
             g.keys = req.keys_range();
-            g.key_frag.clear();
             g.key_frag.resize(servers.len(), frag);
-            g.frags.clear();
             g.frags.resize(frag as usize + 1, None);
             entry.slot = Slot::Gather(g);
         }
         let Slot::Gather(g) = &mut entry.slot else {
             return Vec::new();
         };
-        let mut groups: Vec<(u16, u16)> = Vec::new();
-        let positions = g
-            .key_frag
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| **f == frag)
-            .map(|(i, _)| i)
-            .collect::<Vec<_>>();
-        for (pos, &server) in positions.into_iter().zip(servers) {
-            let f = match groups.iter().find(|(s, _)| *s == server) {
-                Some(&(_, f)) => f,
-                None => {
-                    let f = if groups.is_empty() {
-                        frag
-                    } else {
-                        g.frags.push(None);
-                        (g.frags.len() - 1) as u16
-                    };
-                    groups.push((server, f));
-                    f
-                }
-            };
-            g.key_frag[pos] = f;
-        }
+        let groups = g.refragment(frag, servers);
         entry.outstanding += groups.len().saturating_sub(1) as u16;
         groups
     }
@@ -324,31 +272,15 @@ impl Pending {
     /// Writes the retrieval for fragment `frag` of gather `seq`: its command and its keys.
     pub fn write_fragment(&self, seq: Seq, frag: u16, buf: &mut BytesMut) {
         let entries = self.entries.borrow();
-        let Some(Entry {
+        if let Some(Entry {
             slot: Slot::Gather(g),
             ..
         }) = seq
             .checked_sub(self.head.get())
             .and_then(|i| entries.get(i as usize))
-        else {
-            return;
-        };
-        buf.put_slice(&g.request[..g.keys.start]);
-        let keys = g
-            .sent_keys()
-            .split(|&b| b == b' ')
-            .filter(|k| !k.is_empty());
-        let mut first = true;
-        for (key, &f) in keys.zip(&g.key_frag) {
-            if f == frag {
-                if !first {
-                    buf.put_u8(b' ');
-                }
-                buf.put_slice(key);
-                first = false;
-            }
+        {
+            g.write_fragment(frag, buf);
         }
-        buf.put_slice(b"\r\n");
     }
 
     /// Writes every finished request at the head into `out`, in order. Returns true when a
@@ -391,11 +323,8 @@ impl Pending {
                 ),
                 Slot::AllOk(first) => out.put_slice(first.as_deref().unwrap_or(b"OK\r\n")),
                 Slot::Gather(mut g) => {
-                    merge(&mut g, out);
-                    g.frags.clear();
-                    g.key_frag.clear();
-                    g.request = Bytes::new();
-                    g.sent = None;
+                    g.merge(out);
+                    g.clear();
                     self.spare.borrow_mut().push(g);
                 }
                 Slot::Close(last) => {
@@ -442,52 +371,4 @@ fn quiet_hides(cmd: Command, reply: &[u8]) -> bool {
         Command::MetaArithmetic => reply.starts_with(b"HD") || reply.starts_with(b"VA "),
         _ => false,
     }
-}
-
-/// Merges per-server retrieval replies into one, in the client's key order, with one END.
-/// A key whose server failed is a miss; when every server failed, the first error is the reply.
-fn merge(g: &mut Gather, out: &mut BytesMut) {
-    let failed = |r: &Option<Bytes>| r.as_deref().is_none_or(is_error);
-    if g.frags.iter().all(failed) {
-        out.put_slice(
-            g.frags
-                .iter()
-                .flatten()
-                .next()
-                .map_or(&b"SERVER_ERROR no reply\r\n"[..], |r| &r[..]),
-        );
-        return;
-    }
-    // Each server answers its keys' hits in the order they were asked, so one cursor per
-    // fragment (an offset into its reply, kept in a reused vector) walks its reply while the
-    // keys are walked in the client's order.
-    let mut cursors = std::mem::take(&mut g.cursors);
-    cursors.clear();
-    cursors.resize(g.frags.len(), 0);
-    let keys = g.request[g.keys.clone()]
-        .split(|&b| b == b' ')
-        .filter(|k| !k.is_empty());
-    let sent = g
-        .sent_keys()
-        .split(|&b| b == b' ')
-        .filter(|k| !k.is_empty());
-    for ((key, sent), &frag) in keys.zip(sent).zip(&g.key_frag) {
-        let Some(reply) = g.frags[frag as usize].as_deref().filter(|r| !is_error(r)) else {
-            continue;
-        };
-        let at = &mut cursors[frag as usize];
-        let Some(block) = value_blocks(&reply[*at..]).next().filter(|b| b.key == sent) else {
-            continue;
-        };
-        *at += block.block.len();
-        if g.sent.is_some() {
-            out.put_slice(b"VALUE ");
-            out.put_slice(key);
-            out.put_slice(block.after_key);
-        } else {
-            out.put_slice(block.block);
-        }
-    }
-    g.cursors = cursors;
-    out.put_slice(b"END\r\n");
 }

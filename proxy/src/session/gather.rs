@@ -1,0 +1,200 @@
+//! A retrieval split over several servers: which fragment each key went to, each fragment's
+//! request, and the merge of the replies back into the client's key order.
+//!
+//! Fragments stay classic (`get k1 k4 k7`) even to servers that speak meta: memcached sends a
+//! multi-key get's reply in one packet already, and parses one command where a run of meta
+//! gets would cost it one per key (measured: 0.82x the throughput on a 10-key load).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::memcache::reply::{is_error, value_blocks};
+
+#[derive(Default)]
+pub struct Gather {
+    /// The client's request line, for its command and keys.
+    pub request: Bytes,
+    /// Range of the key list within `request`.
+    pub keys: std::ops::Range<usize>,
+    /// The keys sent to the servers when plugins rewrote them (space-separated, one per client
+    /// key, same order); replies are shown under the client's keys.
+    pub sent: Option<Bytes>,
+    /// Fragment of each key, in the client's key order.
+    pub key_frag: Vec<u16>,
+    /// Replies by fragment.
+    pub frags: Vec<Option<Bytes>>,
+    /// Merge cursors by fragment, kept only to reuse the allocation.
+    cursors: Vec<usize>,
+}
+
+fn words(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+    list.split(|&b| b == b' ').filter(|k| !k.is_empty())
+}
+
+impl Gather {
+    /// Empties it for reuse, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.frags.clear();
+        self.key_frag.clear();
+        self.request = Bytes::new();
+        self.sent = None;
+    }
+
+    /// The keys as sent to the servers: rewritten ones if any, else the client's.
+    fn sent_keys(&self) -> &[u8] {
+        match &self.sent {
+            Some(sent) => sent,
+            None => &self.request[self.keys.clone()],
+        }
+    }
+
+    /// Writes fragment `frag`'s request: `<command> [<exptime>] <its keys>`.
+    pub fn write_fragment(&self, frag: u16, buf: &mut BytesMut) {
+        buf.put_slice(&self.request[..self.keys.start]);
+        let keys = words(self.sent_keys()).zip(&self.key_frag);
+        for (i, (key, _)) in keys.filter(|(_, f)| **f == frag).enumerate() {
+            if i > 0 {
+                buf.put_u8(b' ');
+            }
+            buf.put_slice(key);
+        }
+        buf.put_slice(b"\r\n");
+    }
+
+    /// Fragment `frag`'s keys must go to new servers: `servers[i]` for its i-th key. They are
+    /// regrouped by server, each group a fragment (the first keeps `frag`); returns (server,
+    /// fragment) for each group.
+    pub fn refragment(&mut self, frag: u16, servers: &[u16]) -> Vec<(u16, u16)> {
+        let mut groups: Vec<(u16, u16)> = Vec::new();
+        let positions = self
+            .key_frag
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| **f == frag)
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>();
+        for (pos, &server) in positions.into_iter().zip(servers) {
+            let f = match groups.iter().find(|(s, _)| *s == server) {
+                Some(&(_, f)) => f,
+                None => {
+                    let f = if groups.is_empty() {
+                        frag
+                    } else {
+                        self.frags.push(None);
+                        (self.frags.len() - 1) as u16
+                    };
+                    groups.push((server, f));
+                    f
+                }
+            };
+            self.key_frag[pos] = f;
+        }
+        groups
+    }
+
+    /// Merges the fragments' replies into one, in the client's key order, with one END. A key
+    /// whose server failed is a miss; when every server failed, the first error is the reply.
+    pub fn merge(&mut self, out: &mut BytesMut) {
+        let failed = |r: &Option<Bytes>| r.as_deref().is_none_or(is_error);
+        if self.frags.iter().all(failed) {
+            out.put_slice(
+                self.frags
+                    .iter()
+                    .flatten()
+                    .next()
+                    .map_or(&b"SERVER_ERROR no reply\r\n"[..], |r| &r[..]),
+            );
+            return;
+        }
+        // Each server answers its keys' hits in the order they were asked, so one cursor per
+        // fragment (an offset into its reply, kept in a reused vector) walks its reply while
+        // the keys are walked in the client's order.
+        let mut cursors = std::mem::take(&mut self.cursors);
+        cursors.clear();
+        cursors.resize(self.frags.len(), 0);
+        let keys = words(&self.request[self.keys.clone()]);
+        for ((key, sent), &frag) in keys.zip(words(self.sent_keys())).zip(&self.key_frag) {
+            let Some(reply) = self.frags[frag as usize]
+                .as_deref()
+                .filter(|r| !is_error(r))
+            else {
+                continue;
+            };
+            let at = &mut cursors[frag as usize];
+            let Some(block) = value_blocks(&reply[*at..]).next().filter(|b| b.key == sent) else {
+                continue;
+            };
+            *at += block.block.len();
+            if self.sent.is_some() {
+                out.put_slice(b"VALUE ");
+                out.put_slice(key);
+                out.put_slice(block.after_key);
+            } else {
+                out.put_slice(block.block);
+            }
+        }
+        self.cursors = cursors;
+        out.put_slice(b"END\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gather of `line` (`get k1 k2 ...`) with the i-th key on fragment `frags[i]`.
+    fn gather(line: &'static [u8], frags: &[u16]) -> Gather {
+        let start = line.iter().position(|&b| b == b' ').unwrap() + 1;
+        let start = if line.starts_with(b"gat") {
+            start + line[start..].iter().position(|&b| b == b' ').unwrap() + 1
+        } else {
+            start
+        };
+        let n = frags.iter().max().map_or(0, |&m| m as usize + 1);
+        Gather {
+            request: Bytes::from_static(line),
+            keys: start..line.len() - 2,
+            key_frag: frags.to_vec(),
+            frags: vec![None; n],
+            ..Gather::default()
+        }
+    }
+
+    fn written(g: &Gather, frag: u16) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        g.write_fragment(frag, &mut buf);
+        buf.to_vec()
+    }
+
+    fn merged(g: &mut Gather) -> String {
+        let mut out = BytesMut::new();
+        g.merge(&mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn fragments_carry_the_command_and_their_keys() {
+        let g = gather(b"gats 30 a b c a\r\n", &[0, 1, 0, 0]);
+        assert_eq!(written(&g, 0), b"gats 30 a c a\r\n");
+        assert_eq!(written(&g, 1), b"gats 30 b\r\n");
+    }
+
+    #[test]
+    fn fragments_merge_in_key_order_and_failed_ones_are_misses() {
+        // a (twice) and c on one server, b and d on another; c and d miss.
+        let mut g = gather(b"get a b c d a\r\n", &[0, 1, 0, 1, 0]);
+        g.frags[0] = Some(Bytes::from_static(
+            b"VALUE a 3 1\r\nA\r\nVALUE a 3 1\r\nA\r\nEND\r\n",
+        ));
+        g.frags[1] = Some(Bytes::from_static(b"VALUE b 0 1\r\nB\r\nEND\r\n"));
+        assert_eq!(
+            merged(&mut g),
+            "VALUE a 3 1\r\nA\r\nVALUE b 0 1\r\nB\r\nVALUE a 3 1\r\nA\r\nEND\r\n"
+        );
+        let mut g = gather(b"get a b\r\n", &[0, 1]);
+        g.frags[0] = Some(Bytes::from_static(b"VALUE a 0 1\r\nA\r\nEND\r\n"));
+        g.frags[1] = Some(Bytes::from_static(b"SERVER_ERROR Connection timed out\r\n"));
+        assert_eq!(merged(&mut g), "VALUE a 0 1\r\nA\r\nEND\r\n");
+        g.frags[0] = None;
+        assert_eq!(merged(&mut g), "SERVER_ERROR Connection timed out\r\n");
+    }
+}
