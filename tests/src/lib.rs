@@ -147,10 +147,18 @@ pub fn wait_listening(addr: SocketAddr, what: &str, child: &mut Child) {
     panic!("{what} did not listen on {addr} within 20 s");
 }
 
-fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status();
+/// Sends `sig` (`-STOP`, `-CONT`) with kill(1); false when that failed (the process is gone,
+/// or even starting `kill` failed five times on a loaded machine).
+fn signal(child: &Child, sig: &str) -> bool {
+    (0..5).any(|attempt| {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 /// The resident memory of process `pid`, in KiB.

@@ -15,13 +15,22 @@ impl Memcached {
         Memcached::start_with(&[])
     }
 
-    /// With extra memcached flags (e.g. `-I 2m`).
+    /// With extra memcached flags (e.g. `-I 2m`). A start that fails its check (on a loaded
+    /// machine a process can die or lose its port right after listening) is tried again on
+    /// another port, twice at most.
     pub fn start_with(extra: &[&str]) -> Memcached {
         let mut m = Memcached {
             port: free_port(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
+        for _ in 0..2 {
+            match m.launch() {
+                Ok(()) => return m,
+                Err(e) => eprintln!("memcached on {}: {e}; trying another port", m.port),
+            }
+            m.port = free_port();
+        }
         m.restart();
         m
     }
@@ -53,6 +62,13 @@ impl Memcached {
 
     /// Starts it again on the same port after `kill` (empty, like a restarted memcached).
     pub fn restart(&mut self) {
+        if let Err(e) = self.launch() {
+            panic!("memcached on 127.0.0.1:{}: {e}", self.port);
+        }
+    }
+
+    /// Starts memcached on `port` and checks that what answers there is that process.
+    fn launch(&mut self) -> Result<(), String> {
         let bin = require("memcached", "memcached");
         let mut child = Command::new(bin)
             .args([
@@ -76,19 +92,23 @@ impl Memcached {
             .expect("start memcached");
         wait_listening(self.addr(), "memcached", &mut child);
         // The port must be this memcached's, not another process's that took it meanwhile.
-        let mut probe = Client::connect(self.addr());
-        let stats = String::from_utf8_lossy(&probe.call_raw(b"stats\r\n")).into_owned();
-        let pid = stats
-            .lines()
-            .find_map(|l| l.strip_prefix("STAT pid "))
-            .map(str::trim);
-        assert_eq!(
-            pid,
-            Some(child.id().to_string().as_str()),
-            "127.0.0.1:{} answers for another process, not the memcached just started",
-            self.port
-        );
+        let pid = match stats_pid(self.addr()) {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no stats: {e}"));
+            }
+        };
+        if pid != child.id().to_string() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "answered for process {pid}, not the one just started"
+            ));
+        }
         self.child = Some(child);
+        Ok(())
     }
 
     /// SIGKILL, as a crash.
@@ -99,10 +119,13 @@ impl Memcached {
         }
     }
 
-    /// SIGSTOP: the server keeps its sockets but never answers.
+    /// SIGSTOP: the server keeps its sockets but never answers. Returns once every thread of
+    /// it is stopped, so nothing sent afterwards is answered.
     pub fn pause(&self) {
         if let Some(c) = &self.child {
-            signal(c, "-STOP");
+            assert!(signal(c, "-STOP"), "kill -STOP {}", c.id());
+            let stopped = eventually(Duration::from_secs(5), || all_threads_stopped(c.id()));
+            assert!(stopped, "memcached {} did not stop on SIGSTOP", c.id());
         }
     }
 
@@ -124,6 +147,40 @@ impl Drop for Memcached {
         self.resume();
         self.kill();
     }
+}
+
+/// Every thread of process `pid` is stopped (state `T` in /proc).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+    })
+}
+
+/// The `pid` a memcached reports in `stats`.
+fn stats_pid(addr: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"stats\r\n")?;
+    let mut text = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !text.ends_with(b"END\r\n") {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        text.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix("STAT pid "))
+        .map(|p| p.trim().to_string())
+        .ok_or_else(|| std::io::Error::other("no pid in stats"))
 }
 
 /// Every key each memcached holds, via `lru_crawler metadump all`.

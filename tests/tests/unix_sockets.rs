@@ -4,7 +4,9 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
 
-use walnut_tests::{Memcached, Proxy, UnixMemcached, mc_keys_on, mc_pool, temp_dir, unix_call};
+use walnut_tests::{
+    Memcached, Proxy, UnixMemcached, eventually, mc_keys_on, mc_pool, temp_dir, unix_call,
+};
 
 #[test]
 fn walnut_listens_on_a_unix_socket_with_the_configured_mode() {
@@ -23,6 +25,11 @@ fn walnut_listens_on_a_unix_socket_with_the_configured_mode() {
     }
     let mut walnut = Proxy::walnut(&config);
     for (path, mode) in [(&open, 0o666), (&private, 0o600)] {
+        // The harness saw the TCP listener; the socket files may come a moment later.
+        let exists = eventually(Duration::from_secs(5), || {
+            std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o777 == mode)
+        });
+        assert!(exists, "{} exists with mode {mode:o}", path.display());
         let meta = std::fs::metadata(path).expect("the socket exists");
         assert!(
             meta.file_type().is_socket(),

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::pending::{Pending, Slot};
+use super::pending::{Pending, Seq, Slot};
 use crate::memcache::reply::ReplyKind;
 use crate::memcache::{Command, Request, decode};
 use crate::plugin::{PoolPlugins, Verdict, chain::Placement};
@@ -320,17 +320,21 @@ fn retrieve_many(
     let seq = pending.push(Slot::Gather(gather), frags as u16);
     pool.stats.pool.fragments.add(frags as u64);
     for (frag, &server) in scratch.frag_servers.iter().enumerate() {
-        let frag = frag as u16;
-        let dest = Dest::Slot {
-            pending: Rc::clone(pending),
-            seq,
-            frag,
-        };
-        pool.backend(server as usize, affinity(pending))
-            .send(dest, ReplyKind::Retrieval, |buf| {
-                pending.write_fragment(seq, frag, buf)
-            });
+        send_fragment(pool, pending, seq, frag as u16, server);
     }
+}
+
+/// Sends fragment `frag` of gather `seq` to `server` (joined to others there, see `join`).
+fn send_fragment(pool: &WorkerPool, pending: &Rc<Pending>, seq: Seq, frag: u16, server: u16) {
+    let backend = pool.backend(server as usize, affinity(pending));
+    let dest = Dest::Slot {
+        pending: Rc::clone(pending),
+        seq,
+        frag,
+    };
+    pending.with_gather(seq, |g| {
+        backend.send_fragment(dest, g.prefix(), |buf| g.write_fragment_keys(frag, buf))
+    });
 }
 
 /// `flush_all` goes to every server; the client hears `OK` only when all of them said it.
@@ -355,35 +359,41 @@ fn broadcast(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>) {
 /// same destination. A multi-key retrieval whose keys now live on several servers is split
 /// further. Without a live owner the request gets `error`.
 pub fn reroute(pool: &WorkerPool, bytes: Bytes, dest: Dest, error: &Bytes) {
+    let cfg = &pool.shared.config;
+    let ring = pool.shared.ring.load();
+    let locate = |key: &[u8]| ring.locate(cfg.hash, cfg.hash_tag, key).map(|s| s as u16);
+    // A fragment of a split retrieval (its bytes may be part of a joined line): its keys come
+    // from the gather.
+    if let Dest::Slot { pending, seq, frag } = &dest
+        && let Some(servers) = pending.with_gather(*seq, |g| {
+            g.fragment_keys(*frag)
+                .map(locate)
+                .collect::<Option<Vec<u16>>>()
+        })
+    {
+        let Some(servers) = servers else {
+            return settle(dest, Bytes::from_static(NO_SERVER));
+        };
+        for (server, f) in pending.refragment(*seq, *frag, None, &servers) {
+            send_fragment(pool, pending, *seq, f, server);
+        }
+        return;
+    }
     let mut buf = BytesMut::from(&bytes[..]);
     let req = match decode(&mut buf, usize::MAX) {
         Ok(Some(req)) if req.command.is_keyed() => req,
         _ => return settle(dest, error.clone()),
     };
-    let cfg = &pool.shared.config;
-    let ring = pool.shared.ring.load();
     if req.command.is_retrieval() && req.key_count() > 1 {
-        let mut servers = Vec::with_capacity(req.key_count());
-        for key in req.keys() {
-            match ring.locate(cfg.hash, cfg.hash_tag, key) {
-                Some(s) => servers.push(s as u16),
-                None => return settle(dest, Bytes::from_static(NO_SERVER)),
-            }
-        }
+        // A multi-key retrieval that went whole to one server: split by key now.
+        let Some(servers) = req.keys().map(locate).collect::<Option<Vec<u16>>>() else {
+            return settle(dest, Bytes::from_static(NO_SERVER));
+        };
         let Dest::Slot { pending, seq, frag } = dest else {
             return;
         };
-        for (server, frag) in pending.refragment(seq, frag, &req, &servers) {
-            let dest = Dest::Slot {
-                pending: Rc::clone(&pending),
-                seq,
-                frag,
-            };
-            pool.backend(server as usize, affinity(&pending)).send(
-                dest,
-                ReplyKind::Retrieval,
-                |buf| pending.write_fragment(seq, frag, buf),
-            );
+        for (server, f) in pending.refragment(seq, frag, Some(&req), &servers) {
+            send_fragment(pool, &pending, seq, f, server);
         }
         return;
     }

@@ -47,17 +47,27 @@ impl Gather {
         }
     }
 
-    /// Writes fragment `frag`'s request: `<command> [<exptime>] <its keys>`.
-    pub fn write_fragment(&self, frag: u16, buf: &mut BytesMut) {
-        buf.put_slice(&self.request[..self.keys.start]);
-        let keys = words(self.sent_keys()).zip(&self.key_frag);
-        for (i, (key, _)) in keys.filter(|(_, f)| **f == frag).enumerate() {
+    /// The line up to the first key (`get `, `gat 10 `): every fragment's command.
+    pub fn prefix(&self) -> &[u8] {
+        &self.request[..self.keys.start]
+    }
+
+    /// The keys (as sent) of fragment `frag`, in the client's order.
+    pub fn fragment_keys(&self, frag: u16) -> impl Iterator<Item = &[u8]> {
+        words(self.sent_keys())
+            .zip(&self.key_frag)
+            .filter(move |(_, f)| **f == frag)
+            .map(|(key, _)| key)
+    }
+
+    /// Writes fragment `frag`'s keys, space-separated (its command is `prefix`).
+    pub fn write_fragment_keys(&self, frag: u16, buf: &mut BytesMut) {
+        for (i, key) in self.fragment_keys(frag).enumerate() {
             if i > 0 {
                 buf.put_u8(b' ');
             }
             buf.put_slice(key);
         }
-        buf.put_slice(b"\r\n");
     }
 
     /// Fragment `frag`'s keys must go to new servers: `servers[i]` for its i-th key. They are
@@ -160,8 +170,8 @@ mod tests {
     }
 
     fn written(g: &Gather, frag: u16) -> Vec<u8> {
-        let mut buf = BytesMut::new();
-        g.write_fragment(frag, &mut buf);
+        let mut buf = BytesMut::from(g.prefix());
+        g.write_fragment_keys(frag, &mut buf);
         buf.to_vec()
     }
 
@@ -174,8 +184,8 @@ mod tests {
     #[test]
     fn fragments_carry_the_command_and_their_keys() {
         let g = gather(b"gats 30 a b c a\r\n", &[0, 1, 0, 0]);
-        assert_eq!(written(&g, 0), b"gats 30 a c a\r\n");
-        assert_eq!(written(&g, 1), b"gats 30 b\r\n");
+        assert_eq!(written(&g, 0), b"gats 30 a c a");
+        assert_eq!(written(&g, 1), b"gats 30 b");
     }
 
     #[test]

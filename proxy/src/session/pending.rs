@@ -235,15 +235,15 @@ impl Pending {
             .is_some_and(|e| matches!(e.slot, Slot::FromMeta { .. }))
     }
 
-    /// Fragment `frag` of retrieval `seq` (sent as `req`) must go to new servers: `servers[i]`
-    /// for the i-th key of `req`. Keys are regrouped by server, each group a fragment (the first
-    /// keeps `frag`); returns (server, fragment) for each group. A retrieval that went whole to
-    /// one server becomes a gather here.
+    /// Fragment `frag` of retrieval `seq` must go to new servers: `servers[i]` for its i-th
+    /// key. Keys are regrouped by server, each group a fragment (the first keeps `frag`);
+    /// returns (server, fragment) for each group. A retrieval that went whole to one server (as
+    /// `req`, which it still is) becomes a gather here.
     pub fn refragment(
         &self,
         seq: Seq,
         frag: u16,
-        req: &crate::memcache::Request,
+        req: Option<&crate::memcache::Request>,
         servers: &[u16],
     ) -> Vec<(u16, u16)> {
         let mut entries = self.entries.borrow_mut();
@@ -253,7 +253,7 @@ impl Pending {
         else {
             return Vec::new();
         };
-        if let Slot::Reply(None) = entry.slot {
+        if let (Slot::Reply(None), Some(req)) = (&entry.slot, req) {
             let mut g = self.gather();
             g.request = req.frame().clone();
             g.keys = req.keys_range();
@@ -269,17 +269,18 @@ impl Pending {
         groups
     }
 
-    /// Writes the retrieval for fragment `frag` of gather `seq`: its command and its keys.
-    pub fn write_fragment(&self, seq: Seq, frag: u16, buf: &mut BytesMut) {
+    /// `f` of the gather of request `seq`, if it is one.
+    pub fn with_gather<T>(&self, seq: Seq, f: impl FnOnce(&Gather) -> T) -> Option<T> {
         let entries = self.entries.borrow();
-        if let Some(Entry {
-            slot: Slot::Gather(g),
-            ..
-        }) = seq
+        match seq
             .checked_sub(self.head.get())
             .and_then(|i| entries.get(i as usize))
         {
-            g.write_fragment(frag, buf);
+            Some(Entry {
+                slot: Slot::Gather(g),
+                ..
+            }) => Some(f(g)),
+            _ => None,
         }
     }
 

@@ -19,7 +19,9 @@ use crate::session::pending::{Pending, Seq};
 use crate::stats::PoolStats;
 use crate::timer::Timer;
 use crate::upstream::WorkerPool;
+use crate::upstream::failure::Failure;
 use crate::upstream::health::{self, Standing};
+use crate::upstream::join::{Join, Joins};
 
 /// Who gets a reply.
 pub enum Dest {
@@ -43,57 +45,7 @@ struct Inflight {
     deadline: Option<Instant>,
     /// Bytes of the request in the queue, so a request never written can be sent elsewhere.
     len: u32,
-}
-
-/// Why a server could not answer; the text is the `SERVER_ERROR` line the client gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    Refused,
-    Reset,
-    Closed,
-    TimedOut,
-    ConnectTimedOut,
-    BadReply,
-    Unreachable,
-}
-
-impl Failure {
-    /// The reply line sent to each request this failure took down.
-    pub fn reply(self) -> Bytes {
-        Bytes::from_static(match self {
-            Failure::Refused => b"SERVER_ERROR Connection refused\r\n",
-            Failure::Reset => b"SERVER_ERROR Connection reset by peer\r\n",
-            Failure::Closed => b"SERVER_ERROR Connection closed by server\r\n",
-            Failure::TimedOut => b"SERVER_ERROR Connection timed out\r\n",
-            Failure::ConnectTimedOut => b"SERVER_ERROR Connection timed out while connecting\r\n",
-            Failure::BadReply => b"SERVER_ERROR Invalid reply from server\r\n",
-            Failure::Unreachable => b"SERVER_ERROR Server unreachable\r\n",
-        })
-    }
-
-    /// The reason, for logs.
-    pub fn text(self) -> &'static str {
-        match self {
-            Failure::Refused => "connection refused",
-            Failure::Reset => "connection reset",
-            Failure::Closed => "connection closed by server",
-            Failure::TimedOut => "timed out",
-            Failure::ConnectTimedOut => "connect timed out",
-            Failure::BadReply => "invalid reply",
-            Failure::Unreachable => "unreachable",
-        }
-    }
-
-    fn from_io(e: &std::io::Error) -> Failure {
-        use std::io::ErrorKind::*;
-        match e.kind() {
-            ConnectionRefused => Failure::Refused,
-            ConnectionReset | ConnectionAborted | BrokenPipe => Failure::Reset,
-            TimedOut => Failure::TimedOut,
-            UnexpectedEof => Failure::Closed,
-            _ => Failure::Unreachable,
-        }
-    }
+    join: Join,
 }
 
 /// Static facts about the server this connection goes to.
@@ -124,6 +76,8 @@ pub struct Backend {
     running: Cell<bool>,
     /// The server on this connection answered `mn`: one-key retrievals go as meta gets.
     meta: Cell<bool>,
+    /// Split retrievals joined into one line per batch.
+    joins: RefCell<Joins>,
 }
 
 /// The most bytes read from a server in one call; replies are sliced out of this buffer.
@@ -139,32 +93,67 @@ impl Backend {
             wake: Notify::new(),
             running: Cell::new(false),
             meta: Cell::new(false),
+            joins: RefCell::new(Joins::default()),
         })
     }
 
     /// Queues a request: `write` appends its bytes; its reply goes to `dest`.
     pub fn send(self: &Rc<Self>, dest: Dest, kind: ReplyKind, write: impl FnOnce(&mut BytesMut)) {
-        let (was_idle, len) = {
+        let (before, len) = {
             let mut queue = self.queue.borrow_mut();
+            self.joins.borrow_mut().close();
             let before = queue.len();
             write(&mut queue);
-            let len = queue.len() - before;
-            let stats = &self.target.stats.servers[self.target.index];
-            stats.requests.incr();
-            stats.request_bytes.add(len as u64);
-            (before == 0, len as u32)
+            (before, queue.len() - before)
         };
+        self.enqueue(dest, kind, before, len, Join::Alone);
+    }
+
+    /// Queues a fragment of a split retrieval: `prefix` is its command (`get `, `gat 10 `) and
+    /// `write_keys` writes its keys. Fragments queued together with the same command share one
+    /// line (see `join`); the reply goes to `dest` as the fragment's VALUE blocks.
+    pub fn send_fragment(
+        self: &Rc<Self>,
+        dest: Dest,
+        prefix: &[u8],
+        write_keys: impl FnOnce(&mut BytesMut),
+    ) {
+        let (before, len, join) = {
+            let mut queue = self.queue.borrow_mut();
+            let before = queue.len();
+            let join = self
+                .joins
+                .borrow_mut()
+                .append(&mut queue, prefix, write_keys);
+            (before, queue.len() - before, join)
+        };
+        self.enqueue(dest, ReplyKind::Retrieval, before, len, join);
+    }
+
+    /// Records a request whose `len` bytes were appended to the queue at `before`.
+    fn enqueue(
+        self: &Rc<Self>,
+        dest: Dest,
+        kind: ReplyKind,
+        before: usize,
+        len: usize,
+        join: Join,
+    ) {
+        let stats = &self.target.stats.servers[self.target.index];
+        stats.requests.incr();
+        stats.request_bytes.add(len as u64);
         let deadline = self.target.timeout.map(|t| Instant::now() + t);
         self.inflight.borrow_mut().push_back(Inflight {
             dest,
             kind,
             deadline,
-            len,
+            len: len as u32,
+            join,
         });
         if !self.running.get() {
             self.running.set(true);
             tokio::task::spawn_local(Rc::clone(self).run());
-        } else if was_idle {
+        } else if before == 0 {
             self.wake.notify_one();
         }
     }
@@ -258,13 +247,17 @@ impl Backend {
     {
         let stats = &self.target.stats.servers[self.target.index];
         // Behind whatever was queued while connecting; not counted as a client's request.
+        self.joins.borrow_mut().close();
         self.queue.borrow_mut().put_slice(b"mn\r\n");
         self.inflight.borrow_mut().push_back(Inflight {
             dest: Dest::MetaProbe,
             kind: ReplyKind::Meta,
             deadline: self.target.timeout.map(|t| Instant::now() + t),
             len: 4,
+            join: Join::Alone,
         });
+        let mut group: Vec<Inflight> = Vec::new();
+        let mut pieces: Vec<Bytes> = Vec::new();
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut sending = BytesMut::with_capacity(READ_CHUNK);
         let mut scanner = ReplyScanner::default();
@@ -272,6 +265,7 @@ impl Backend {
         loop {
             if sending.is_empty() {
                 sending.clear();
+                self.joins.borrow_mut().close();
                 std::mem::swap(&mut sending, &mut *self.queue.borrow_mut());
                 self.written.set(self.inflight.borrow().len());
             }
@@ -294,25 +288,37 @@ impl Backend {
                             break;
                         };
                         let reply = rbuf.split_to(n).freeze();
-                        let entry = self.inflight.borrow_mut().pop_front().expect("peeked");
-                        self.written.set(self.written.get().saturating_sub(1));
                         if !replied {
                             replied = true;
                             if let Some(pool) = self.target.pool.upgrade() {
                                 pool.shared.record_success(self.target.index);
                             }
                         }
-                        match entry.dest {
-                            Dest::Slot { pending, seq, frag } => {
-                                stats.responses.incr();
-                                stats.response_bytes.add(reply.len() as u64);
-                                pending.deliver(seq, frag, reply);
+                        // The request the reply answers, with those joined to its line.
+                        {
+                            let mut inflight = self.inflight.borrow_mut();
+                            group.push(inflight.pop_front().expect("peeked"));
+                            if group[0].join != Join::Alone {
+                                while inflight
+                                    .front()
+                                    .is_some_and(|e| matches!(e.join, Join::Member(_)))
+                                {
+                                    group.push(inflight.pop_front().expect("checked"));
+                                }
                             }
-                            Dest::Discard => {
-                                stats.responses.incr();
-                                stats.response_bytes.add(reply.len() as u64);
-                            }
-                            Dest::MetaProbe => self.meta.set(&reply[..] == b"MN\r\n"),
+                        }
+                        self.written.set(self.written.get().saturating_sub(group.len()));
+                        if !matches!(group[0].dest, Dest::MetaProbe) {
+                            stats.responses.add(group.len() as u64);
+                            stats.response_bytes.add(reply.len() as u64);
+                        }
+                        if group[0].join == Join::Alone {
+                            self.settle(group.pop().expect("one").dest, reply);
+                            continue;
+                        }
+                        self.joins.borrow_mut().split(&reply, group.iter().map(|e| e.join), &mut pieces);
+                        for (entry, piece) in group.drain(..).zip(pieces.drain(..)) {
+                            self.settle(entry.dest, piece);
                         }
                     }
                     if rbuf.capacity() - rbuf.len() < 1024 {
@@ -334,6 +340,15 @@ impl Backend {
                 }
                 () = self.wake.notified(), if sending.is_empty() => {}
             }
+        }
+    }
+
+    /// Hands `reply` to whoever waits for it.
+    fn settle(&self, dest: Dest, reply: Bytes) {
+        match dest {
+            Dest::Slot { pending, seq, frag } => pending.deliver(seq, frag, reply),
+            Dest::Discard => {}
+            Dest::MetaProbe => self.meta.set(&reply[..] == b"MN\r\n"),
         }
     }
 
@@ -359,6 +374,7 @@ impl Backend {
             }
             None => Standing::InRing,
         };
+        self.joins.borrow_mut().clear();
         let queued = std::mem::take(&mut *self.queue.borrow_mut()).freeze();
         let entries = std::mem::take(&mut *self.inflight.borrow_mut());
         let written = self.written.replace(0);

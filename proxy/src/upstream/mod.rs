@@ -1,7 +1,9 @@
 //! A pool's servers: the ring shared by every worker, and each worker's own connections.
 
 pub mod backend;
+pub mod failure;
 pub mod health;
+pub mod join;
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -14,7 +16,8 @@ use crate::config::Pool;
 use crate::plugin::{PoolPlugins, chain::PoolChains};
 use crate::ring::{Ring, RingServer};
 use crate::stats::{PoolStats, Registry};
-pub use backend::{Backend, Dest, Failure, Target};
+pub use backend::{Backend, Dest, Target};
+pub use failure::Failure;
 pub use health::{Health, Standing};
 
 /// What every worker shares about a pool: its config and its ring (swapped whole, never locked).
