@@ -180,12 +180,20 @@ def cpu_stat():
     return res
 
 
+def tcp_out_segs():
+    """TCP segments sent so far, machine-wide (loopback: every segment is sent and received here)"""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("OutSegs")])
+
+
 class Snap:
     def __init__(self, groups):
         kids = children_map()
         self.t = time.time()
         self.groups = {g: sum(proc_cpu(x) for pid in pids for x in tree(pid, kids)) for g, pids in groups.items()}
         self.stat = cpu_stat()
+        self.segs = tcp_out_segs()
 
 
 def cpu_delta(a, b, target_cpus, aux_cpu):
@@ -411,6 +419,7 @@ def one_run(env, wl, name):
         os.truncate(os.path.join(RUN, "loadgen.log"), 0)
         res.update(cpu=cpu, rss_kb=rss, raw=j)
         res["us_per_op"] = cpu["target"] * 1e6 / res["ops_per_s"] if res["ops_per_s"] else None
+        res["segs_per_op"] = (s1.segs - s0.segs) / (res["ops_per_s"] * (s1.t - s0.t)) if res["ops_per_s"] else None
         res["disturbed"] = cpu["other"] > a.disturb_other or cpu["steal"] > a.max_steal
         return res
     finally:
@@ -480,10 +489,10 @@ def report(args, res, meta):
     L.append(f"`{meta['command']}`: {args.reps} reps x {args.duration} s (+{args.warmup} s warm-up), "
              f"{args.conns} connections, proxy on CPU {args.target_cpu}, load generator + backends on CPU {args.aux_cpu}")
     L.append("")
-    L.append("| workload | target | ops/s median | min..max (spread) | p50 / p99 / p99.9 us | proxy CPU | proxy us/op "
+    L.append("| workload | target | ops/s median | min..max (spread) | p50 / p99 / p99.9 us | proxy CPU | proxy us/op | TCP segs/op "
              "| peak RSS MiB | core{t} / core{a} busy | backends + loadgen CPU | other / steal | limited by | clean "
              "| ratio ops/s (paired) | ratio us/op |".replace("{t}", str(args.target_cpu)).replace("{a}", str(args.aux_cpu)))
-    L.append("|" + "---|" * 15)
+    L.append("|" + "---|" * 16)
     for wl in [w for w in ALL_WL if w in res and w != "idle"]:
         base = "nginx" if wl == "http" else "nutcracker"
         direct = "direct" if wl == "http" else "memcached-direct"
@@ -530,6 +539,7 @@ def report(args, res, meta):
                 note += f" hit {hr:.3f}"
             L.append(f"| {wl} | {name}{note} | {fmt(m)} | {fmt(min(ops))}..{fmt(max(ops))} ({spread*100:.0f} %) | {lat} "
                      f"| {tc*100:.0f} % | {fmt(med([r['us_per_op'] for r in runs]), 1)} "
+                     f"| {fmt(med([r.get('segs_per_op') for r in runs]), 2)} "
                      f"| {med([r['rss_kb'] for r in runs])/1024:.1f} | {cores[0]*100:.0f} / {cores[1]*100:.0f} % "
                      f"| {c('backends')*100:.0f} + {c('loadgen')*100:.0f} % | {c('other')*100:.0f} / {c('steal')*100:.0f} % "
                      f"| {lim} | {nclean}/{len(res[wl][name])} | {'; '.join(ratios) or '-'} | {'; '.join(usr) or '-'} |")
@@ -642,7 +652,8 @@ def main():
                 else:
                     c = r["cpu"]
                     log(f"{wl:7} {name:17} rep {rep}: {r['ops_per_s']:>10,.0f} ops/s p50 {r['p50']:.0f} p99 {r['p99']:.0f} "
-                        f"p99.9 {r['p999']:.0f} us | proxy {c['target']*100:.0f} % {r['us_per_op']:.1f} us/op | "
+                        f"p99.9 {r['p999']:.0f} us | proxy {c['target']*100:.0f} % {r['us_per_op']:.1f} us/op, "
+                        f"{r['segs_per_op']:.2f} TCP segs/op | "
                         f"backends {c['backends']*100:.0f} % loadgen {c['loadgen']*100:.0f} % other {c['other']*100:.0f} % "
                         f"steal {c['steal']*100:.0f} % | RSS {r['rss_kb']/1024:.1f} MiB | err {r['errors']}"
                         + (" DISTURBED" if r["disturbed"] else ""))

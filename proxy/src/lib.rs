@@ -23,6 +23,7 @@ pub mod session;
 pub mod stats;
 pub mod timer;
 pub mod upstream;
+pub mod wake;
 pub mod worker;
 
 /// What `version` and `stats` report.

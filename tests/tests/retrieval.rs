@@ -194,3 +194,75 @@ fn a_multi_get_of_a_thousand_keys_across_servers() {
     }
     assert!(per_server.iter().all(|&n| n > 0), "{per_server:?}");
 }
+
+/// Many clients pipelining multi-gets at once: the fragments queued together for a server are
+/// joined into one line there, and each client still gets exactly its own keys' values.
+#[test]
+fn concurrent_multi_gets_from_many_clients_each_get_their_own_values() {
+    let (_servers, walnut) = three_servers();
+    let mut c = walnut.client();
+    let stored: Vec<(String, u32, Vec<u8>)> = (0..120)
+        .map(|i| {
+            (
+                format!("join:{i}"),
+                i,
+                format!("value {i} {}", "x".repeat(i as usize)).into_bytes(),
+            )
+        })
+        .collect();
+    for (key, flags, data) in &stored {
+        c.expect(&storage("set", key, *flags, data, ""), b"STORED\r\n");
+    }
+    let stored = std::sync::Arc::new(stored);
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let stored = std::sync::Arc::clone(&stored);
+            let addr = walnut.addr;
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (t + 1);
+                let mut next = move |n: usize| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed % n as u64) as usize
+                };
+                for round in 0..40 {
+                    let mut wire = Vec::new();
+                    let mut expected = Vec::new();
+                    for r in 0..5 {
+                        let cmd = ["get", "gat 0", "get"][(round + r) % 3];
+                        let mut keys = Vec::new();
+                        let mut want = Vec::new();
+                        for _ in 0..1 + next(8) {
+                            // One key in six is a miss; some repeat.
+                            let i = next(stored.len() + stored.len() / 5);
+                            match stored.get(i) {
+                                Some((key, flags, data)) => {
+                                    keys.push(key.clone());
+                                    want.extend_from_slice(&value(key, *flags, data));
+                                }
+                                None => keys.push(format!("join:missing:{i}")),
+                            }
+                        }
+                        want.extend_from_slice(b"END\r\n");
+                        wire.extend_from_slice(format!("{cmd} {}\r\n", keys.join(" ")).as_bytes());
+                        expected.push((format!("{cmd} {}", keys.join(" ")), want));
+                    }
+                    c.send(&wire);
+                    for (request, want) in expected {
+                        let got = c.read_replies(1);
+                        assert!(
+                            got == want,
+                            "client {t}, round {round}, {request}: got {}",
+                            walnut_tests::show(&got)
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+}

@@ -103,7 +103,7 @@ pub async fn serve<R>(
         tokio::select! {
             biased;
             () = pending.unblock(), if pending.is_blocked() => {}
-            () = pending.ready.notified() => {}
+            () = pending.ready.wait() => {}
             r = rd.read_buf(&mut inbuf), if can_read => match r {
                 Ok(0) => {
                     counters.client_eof.incr();

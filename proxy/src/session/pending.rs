@@ -5,12 +5,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::sync::Notify;
 
 pub use super::gather::Gather;
 use super::writer::ClientWriter;
 use crate::memcache::Command;
 use crate::memcache::reply::meta_get_as_classic;
+use crate::wake::LocalWake;
 
 /// A request's position in its connection's order.
 pub type Seq = u64;
@@ -64,7 +64,7 @@ pub struct Pending {
     /// The client task is not reading and waits for replies to drain.
     pub waiting: Cell<bool>,
     /// Wakes the client task when it has to act: blocked, broken, closed, or drained while waiting.
-    pub ready: Notify,
+    pub ready: LocalWake,
     /// Gathers kept for reuse, so a steady multi-get load allocates nothing.
     // Boxed on purpose: the boxes themselves are what is reused, moved in and out of `Slot`.
     #[allow(clippy::vec_box)]
@@ -83,7 +83,7 @@ impl Pending {
             broken: Cell::new(false),
             closing: Cell::new(false),
             waiting: Cell::new(false),
-            ready: Notify::new(),
+            ready: LocalWake::default(),
             spare: RefCell::new(Vec::new()),
         }
     }
@@ -129,7 +129,7 @@ impl Pending {
     fn wake_if_needed(&self) {
         let done = self.closing.get() && self.out.borrow().is_empty();
         if self.blocked.get() || self.broken.get() || done || self.waiting.get() {
-            self.ready.notify_one();
+            self.ready.wake();
         }
     }
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::ServerAddr;
@@ -22,6 +21,7 @@ use crate::upstream::WorkerPool;
 use crate::upstream::failure::Failure;
 use crate::upstream::health::{self, Standing};
 use crate::upstream::join::{Join, Joins};
+use crate::wake::LocalWake;
 
 /// Who gets a reply.
 pub enum Dest {
@@ -71,7 +71,7 @@ pub struct Backend {
     /// reached the server); the rest are still only in `queue`.
     written: Cell<usize>,
     /// Wakes the task: work was queued.
-    wake: Notify,
+    wake: LocalWake,
     /// The driving task is running (connected, or connecting).
     running: Cell<bool>,
     /// The server on this connection answered `mn`: one-key retrievals go as meta gets.
@@ -90,7 +90,7 @@ impl Backend {
             queue: RefCell::new(BytesMut::with_capacity(READ_CHUNK)),
             inflight: RefCell::new(VecDeque::with_capacity(64)),
             written: Cell::new(0),
-            wake: Notify::new(),
+            wake: LocalWake::default(),
             running: Cell::new(false),
             meta: Cell::new(false),
             joins: RefCell::new(Joins::default()),
@@ -154,7 +154,7 @@ impl Backend {
             self.running.set(true);
             tokio::task::spawn_local(Rc::clone(self).run());
         } else if before == 0 {
-            self.wake.notify_one();
+            self.wake.wake();
         }
     }
 
@@ -338,7 +338,7 @@ impl Backend {
                 }) => {
                     return Err(Failure::TimedOut);
                 }
-                () = self.wake.notified(), if sending.is_empty() => {}
+                () = self.wake.wait(), if sending.is_empty() => {}
             }
         }
     }
