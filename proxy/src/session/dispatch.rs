@@ -229,11 +229,10 @@ fn retrieve_one(
     new_key: Option<&[u8]>,
     pending: &Rc<Pending>,
 ) {
-    let client_key = req.frame().slice(req.keys_range());
     let meta = backend.speaks_meta() && req.fits_meta_get();
     let slot = match (meta, new_key) {
         (true, _) => Slot::FromMeta {
-            key: client_key,
+            key: req.frame().slice(req.keys_range()),
             cas: matches!(req.command, Command::Gets | Command::Gats),
             reply: None,
         },
