@@ -236,3 +236,35 @@ fn a_server_without_meta_is_asked_classically() {
         "mc1's requests and responses should be 41: {stats}"
     );
 }
+
+/// walnut in front of nutcracker, which closes a connection on any command it does not know
+/// (`mn` included, and the requests before it on that connection get no answer): the probe goes
+/// on a connection of its own, so the serving connection never breaks and every request works.
+#[test]
+fn walnut_in_front_of_nutcracker_never_loses_its_connection() {
+    let m = Memcached::start();
+    let nutcracker = Proxy::nutcracker(&mc_pool(&[m.address()], ""));
+    let walnut = walnut_over(&[nutcracker.addr.to_string()]);
+    let mut c = walnut.client();
+    for i in 0..30 {
+        let key = format!("chain:{i}");
+        c.expect(
+            &storage_request("set", &key, i, key.as_bytes(), ""),
+            b"STORED\r\n",
+        );
+        let value = format!("VALUE {key} {i} {}\r\n{key}\r\n", key.len());
+        c.expect(
+            format!("get {key}\r\n").as_bytes(),
+            format!("{value}END\r\n").as_bytes(),
+        );
+        c.expect(
+            format!("get {key} chain:none {key}\r\n").as_bytes(),
+            format!("{value}{value}END\r\n").as_bytes(),
+        );
+    }
+    let stats = walnut.stats_json();
+    assert!(
+        stats.contains("\"server_eof\":0, \"server_err\":0, \"server_timedout\":0"),
+        "walnut's connection to nutcracker never failed: {stats}"
+    );
+}

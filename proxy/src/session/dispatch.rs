@@ -423,7 +423,7 @@ fn affinity(pending: &Rc<Pending>) -> usize {
 fn dest_affinity(dest: &Dest) -> usize {
     match dest {
         Dest::Slot { pending, .. } => affinity(pending),
-        Dest::Discard | Dest::MetaProbe => 0,
+        Dest::Discard => 0,
     }
 }
 

@@ -7,7 +7,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -27,9 +27,6 @@ use crate::wake::LocalWake;
 pub enum Dest {
     /// Nobody: a `noreply` request (forwarded without `noreply` so replies stay in step).
     Discard,
-    /// The connection itself: the `mn` sent first on each connection, whose `MN` says the
-    /// server speaks the meta protocol.
-    MetaProbe,
     /// Fragment `frag` of request `seq` of a client connection.
     Slot {
         pending: Rc<Pending>,
@@ -76,6 +73,8 @@ pub struct Backend {
     running: Cell<bool>,
     /// The server on this connection answered `mn`: one-key retrievals go as meta gets.
     meta: Cell<bool>,
+    /// Counts connections, so a probe's answer only counts for the connection it was made for.
+    generation: Cell<u64>,
     /// Split retrievals joined into one line per batch.
     joins: RefCell<Joins>,
 }
@@ -93,6 +92,7 @@ impl Backend {
             wake: LocalWake::default(),
             running: Cell::new(false),
             meta: Cell::new(false),
+            generation: Cell::new(0),
             joins: RefCell::new(Joins::default()),
         })
     }
@@ -158,7 +158,8 @@ impl Backend {
         }
     }
 
-    /// The server on this connection speaks the meta protocol (known once it answered `mn`).
+    /// The server on this connection speaks the meta protocol (known once it answered `mn` on
+    /// a connection of its own, see `probe_meta`).
     pub fn speaks_meta(&self) -> bool {
         self.meta.get()
     }
@@ -176,7 +177,12 @@ impl Backend {
         let stats = &self.target.stats.servers[self.target.index];
         // Each connection asks anew: the server may have been replaced by an older one.
         self.meta.set(false);
-        let result = match self.connect().await {
+        let connected = self.connect().await;
+        if connected.is_ok() {
+            self.generation.set(self.generation.get() + 1);
+            tokio::task::spawn_local(Rc::clone(&self).probe_meta(self.generation.get()));
+        }
+        let result = match connected {
             Ok(Stream::Tcp(s)) => {
                 stats.server_connections.incr();
                 let (r, w) = s.into_split();
@@ -239,6 +245,23 @@ impl Backend {
         }
     }
 
+    /// Asks the server, on a short connection of its own, whether it speaks the meta protocol
+    /// (`mn` answered `MN`). Never on the serving connection: a server or proxy that does not know
+    /// `mn` may close the connection (nutcracker does), taking the requests on it along.
+    async fn probe_meta(self: Rc<Self>, generation: u64) {
+        let limit = self.target.timeout.unwrap_or(Duration::from_secs(2));
+        let ask = async {
+            match self.connect().await.ok()? {
+                Stream::Tcp(s) => ask_mn(s).await,
+                Stream::Unix(s) => ask_mn(s).await,
+            }
+        };
+        let meta = tokio::time::timeout(limit, ask).await.ok().flatten();
+        if meta == Some(true) && self.generation.get() == generation && self.running.get() {
+            self.meta.set(true);
+        }
+    }
+
     /// Writes queued requests and reads replies until the connection fails or goes idle.
     async fn drive<R, W>(&self, mut rd: R, mut wr: W) -> Result<(), Failure>
     where
@@ -246,16 +269,6 @@ impl Backend {
         W: AsyncWrite + Unpin,
     {
         let stats = &self.target.stats.servers[self.target.index];
-        // Behind whatever was queued while connecting; not counted as a client's request.
-        self.joins.borrow_mut().close();
-        self.queue.borrow_mut().put_slice(b"mn\r\n");
-        self.inflight.borrow_mut().push_back(Inflight {
-            dest: Dest::MetaProbe,
-            kind: ReplyKind::Meta,
-            deadline: self.target.timeout.map(|t| Instant::now() + t),
-            len: 4,
-            join: Join::Alone,
-        });
         let mut group: Vec<Inflight> = Vec::new();
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -308,10 +321,8 @@ impl Backend {
                             }
                         }
                         self.written.set(self.written.get().saturating_sub(group.len()));
-                        if !matches!(group[0].dest, Dest::MetaProbe) {
-                            stats.responses.add(group.len() as u64);
-                            stats.response_bytes.add(reply.len() as u64);
-                        }
+                        stats.responses.add(group.len() as u64);
+                        stats.response_bytes.add(reply.len() as u64);
                         if group[0].join == Join::Alone {
                             self.settle(group.pop().expect("one").dest, reply);
                             continue;
@@ -348,7 +359,6 @@ impl Backend {
         match dest {
             Dest::Slot { pending, seq, frag } => pending.deliver(seq, frag, reply),
             Dest::Discard => {}
-            Dest::MetaProbe => self.meta.set(&reply[..] == b"MN\r\n"),
         }
     }
 
@@ -381,10 +391,6 @@ impl Backend {
         let reply = failure.reply();
         let mut offset = 0usize;
         for (i, entry) in entries.into_iter().enumerate() {
-            if matches!(entry.dest, Dest::MetaProbe) {
-                offset += if i >= written { entry.len as usize } else { 0 };
-                continue;
-            }
             if i >= written {
                 let bytes = queued.slice(offset..offset + entry.len as usize);
                 offset += entry.len as usize;
@@ -400,6 +406,14 @@ impl Backend {
             }
         }
     }
+}
+
+/// Sends `mn`; whether the answer is `MN` (`None` when the peer closed or failed instead).
+async fn ask_mn<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Option<bool> {
+    s.write_all(b"mn\r\n").await.ok()?;
+    let mut answer = [0u8; 4];
+    s.read_exact(&mut answer).await.ok()?;
+    Some(&answer == b"MN\r\n")
 }
 
 enum Stream {
