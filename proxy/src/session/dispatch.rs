@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::pending::{Pending, Seq, Slot};
 use crate::memcache::reply::ReplyKind;
-use crate::memcache::{Command, Request, decode};
+use crate::memcache::{Command, Request};
 use crate::plugin::{PoolPlugins, Verdict, chain::Placement};
 use crate::upstream::{Backend, Dest, WorkerPool};
 
@@ -28,7 +28,7 @@ pub struct Scratch {
     frag_servers: Vec<u16>,
 }
 
-const NO_SERVER: &[u8] = b"SERVER_ERROR no server available\r\n";
+pub(super) const NO_SERVER: &[u8] = b"SERVER_ERROR no server available\r\n";
 
 /// Routes `req`; its reply (if any) is queued on `pending` in the client's order.
 pub fn dispatch(req: Request, pool: &WorkerPool, pending: &Rc<Pending>, scratch: &mut Scratch) {
@@ -173,7 +173,6 @@ fn place(pool: &WorkerPool, plugins: Option<&mut PoolPlugins>, key: &[u8]) -> Op
 }
 
 /// Sends a one-key request to the server its key goes to; `new_key` replaces the client's.
-/// (Retrievals with rewritten keys go through `retrieve_many`, which shows the client's keys.)
 fn forward_one(
     req: &Request,
     pool: &WorkerPool,
@@ -265,8 +264,8 @@ fn retrieve_one(
     });
 }
 
-/// A retrieval over several keys (or any rewritten retrieval): one request per server holding
-/// some of its keys, merged back in the client's key order. `sent` is the space-separated key
+/// A retrieval over several keys: one request per server holding some of its keys, merged back
+/// in the client's key order. `sent` is the space-separated key
 /// list to send instead of the client's, when plugins rewrote keys.
 fn retrieve_many(
     req: &Request,
@@ -324,7 +323,13 @@ fn retrieve_many(
 }
 
 /// Sends fragment `frag` of gather `seq` to `server` (joined to others there, see `join`).
-fn send_fragment(pool: &WorkerPool, pending: &Rc<Pending>, seq: Seq, frag: u16, server: u16) {
+pub(super) fn send_fragment(
+    pool: &WorkerPool,
+    pending: &Rc<Pending>,
+    seq: Seq,
+    frag: u16,
+    server: u16,
+) {
     let backend = pool.backend(server as usize, affinity(pending));
     let dest = Dest::Slot {
         pending: Rc::clone(pending),
@@ -354,81 +359,7 @@ fn broadcast(req: &Request, pool: &WorkerPool, pending: &Rc<Pending>) {
     }
 }
 
-/// Sends a request that never reached its server (now ejected) to its key's new owner, with the
-/// same destination. A multi-key retrieval whose keys now live on several servers is split
-/// further. Without a live owner the request gets `error`.
-pub fn reroute(pool: &WorkerPool, bytes: Bytes, dest: Dest, error: &Bytes) {
-    let cfg = &pool.shared.config;
-    let ring = pool.shared.ring.load();
-    let locate = |key: &[u8]| ring.locate(cfg.hash, cfg.hash_tag, key).map(|s| s as u16);
-    // A fragment of a split retrieval (its bytes may be part of a joined line): its keys come
-    // from the gather.
-    if let Dest::Slot { pending, seq, frag } = &dest
-        && let Some(servers) = pending.with_gather(*seq, |g| {
-            g.fragment_keys(*frag)
-                .map(locate)
-                .collect::<Option<Vec<u16>>>()
-        })
-    {
-        let Some(servers) = servers else {
-            return settle(dest, Bytes::from_static(NO_SERVER));
-        };
-        for (server, f) in pending.refragment(*seq, *frag, None, &servers) {
-            send_fragment(pool, pending, *seq, f, server);
-        }
-        return;
-    }
-    let mut buf = BytesMut::from(&bytes[..]);
-    let req = match decode(&mut buf, usize::MAX) {
-        Ok(Some(req)) if req.command.is_keyed() => req,
-        _ => return settle(dest, error.clone()),
-    };
-    if req.command.is_retrieval() && req.key_count() > 1 {
-        // A multi-key retrieval that went whole to one server: split by key now.
-        let Some(servers) = req.keys().map(locate).collect::<Option<Vec<u16>>>() else {
-            return settle(dest, Bytes::from_static(NO_SERVER));
-        };
-        let Dest::Slot { pending, seq, frag } = dest else {
-            return;
-        };
-        for (server, f) in pending.refragment(seq, frag, Some(&req), &servers) {
-            send_fragment(pool, &pending, seq, f, server);
-        }
-        return;
-    }
-    let mut scratch = [0u8; 512];
-    let key = req.placement_key(&mut scratch);
-    let Some(server) = ring.locate(cfg.hash, cfg.hash_tag, key) else {
-        return settle(dest, Bytes::from_static(NO_SERVER));
-    };
-    let backend = pool.backend(server, dest_affinity(&dest));
-    let from_meta = matches!(&dest, Dest::Slot { pending, seq, .. } if pending.is_from_meta(*seq));
-    if from_meta && !backend.speaks_meta() {
-        // A classic retrieval walnut sent as a meta get: asked classically again.
-        backend.send(dest, ReplyKind::Retrieval, |buf| {
-            req.write_meta_get_as_classic(buf)
-        });
-    } else {
-        backend.send(dest, ReplyKind::of(req.command), |buf| {
-            buf.put_slice(&bytes)
-        });
-    }
-}
-
 /// Which of a server's connections a client's requests use: one per client connection.
-fn affinity(pending: &Rc<Pending>) -> usize {
+pub(super) fn affinity(pending: &Rc<Pending>) -> usize {
     Rc::as_ptr(pending) as usize / std::mem::align_of::<Pending>()
-}
-
-fn dest_affinity(dest: &Dest) -> usize {
-    match dest {
-        Dest::Slot { pending, .. } => affinity(pending),
-        Dest::Discard => 0,
-    }
-}
-
-fn settle(dest: Dest, reply: Bytes) {
-    if let Dest::Slot { pending, seq, frag } = dest {
-        pending.deliver(seq, frag, reply);
-    }
 }

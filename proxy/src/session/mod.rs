@@ -3,6 +3,7 @@
 pub mod dispatch;
 pub mod gather;
 pub mod pending;
+pub mod reroute;
 pub mod writer;
 
 use std::rc::Rc;

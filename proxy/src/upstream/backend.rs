@@ -396,7 +396,7 @@ impl Backend {
                 offset += entry.len as usize;
                 if standing != Standing::InRing {
                     if let Some(pool) = &pool {
-                        crate::session::dispatch::reroute(pool, bytes, entry.dest, &reply);
+                        crate::session::reroute::reroute(pool, bytes, entry.dest, &reply);
                         continue;
                     }
                 }
