@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use walnut_tests::{Memcached, Proxy, mc_keys_on, mc_pool, require, temp_dir, walnut_bin};
+use walnut_tests::{
+    Memcached, Proxy, eventually, mc_keys_on, mc_pool, require, temp_dir, walnut_bin,
+};
 
 fn walnut(args: &[&str]) -> Output {
     Command::new(walnut_bin())
@@ -368,6 +370,13 @@ fn sigterm_or_sigint_with_idle_clients_exits_zero_at_once_and_removes_the_pid_fi
         let pid_arg = pid_file.to_str().expect("utf-8").to_string();
         let mut walnut =
             Proxy::walnut_with(&mc_pool(&[m1.address()], ""), &["-w", "2", "-p", &pid_arg]);
+        // walnut listens before it writes the pid file (the pid is known only after `-d`).
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                std::fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n'))
+            }),
+            "the pid file is written"
+        );
         assert_eq!(
             std::fs::read_to_string(&pid_file)
                 .expect("the pid file is written")
