@@ -149,9 +149,8 @@ impl Request {
     /// Writes an `mg` that `write_as_meta_get` made back as the classic retrieval it stands for
     /// (`c` gives `gets`/`gats`, `T<exptime>` gives `gat`/`gats`), for a server without meta.
     pub fn write_meta_get_as_classic(&self, buf: &mut BytesMut) {
-        let mut tokens = self.tokens().skip(1);
         let (mut cas, mut exptime) = (false, None);
-        for t in tokens.by_ref() {
+        for t in self.tokens().skip(1) {
             match t.split_first() {
                 Some((b'c', [])) => cas = true,
                 Some((b'T', n)) => exptime = Some(n),

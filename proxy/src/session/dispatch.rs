@@ -9,7 +9,7 @@ use super::pending::{Pending, Seq, Slot};
 use crate::memcache::reply::ReplyKind;
 use crate::memcache::{Command, Request};
 use crate::plugin::{PoolPlugins, Verdict, chain::Placement};
-use crate::upstream::{Backend, Dest, WorkerPool};
+use crate::upstream::{Dest, WorkerPool};
 
 /// The `version` reply: the memcached protocol level walnut speaks, then walnut's own version,
 /// so clients that parse a memcached version keep working.
@@ -191,10 +191,10 @@ fn forward_one(
         }
         return;
     };
-    let backend = pool.backend(server, affinity(pending));
     if req.command.is_retrieval() {
-        return retrieve_one(req, backend, new_key, pending);
+        return retrieve_one(req, pool, server, new_key, pending);
     }
+    let backend = pool.backend(server, affinity(pending));
     let dest = if req.is_noreply() {
         Dest::Discard
     } else {
@@ -219,43 +219,42 @@ fn forward_one(
     });
 }
 
-/// A one-key retrieval (its key rewritten to `new_key` by a plugin, if given): as a meta get
-/// when the server speaks meta (see `Slot::FromMeta`), else as it came; the client sees the
-/// classic reply under its own key either way.
+/// A one-key retrieval (its key rewritten to `new_key` by a plugin, if given) for `server`: as
+/// a meta get when the server speaks meta (see `Slot::FromMeta`), else as it came, or, with a
+/// rewritten key, as a one-key gather (whose merge shows the client's key). The client sees
+/// the classic reply under its own key either way.
 fn retrieve_one(
     req: &Request,
-    backend: &Rc<Backend>,
+    pool: &WorkerPool,
+    server: usize,
     new_key: Option<&[u8]>,
     pending: &Rc<Pending>,
 ) {
+    let backend = pool.backend(server, affinity(pending));
     let meta = backend.speaks_meta() && req.fits_meta_get();
-    let slot = match (meta, new_key) {
-        (true, _) => Slot::FromMeta {
-            key: req.frame().slice(req.keys_range()),
-            cas: matches!(req.command, Command::Gets | Command::Gats),
+    if !meta && let Some(new_key) = new_key {
+        let mut g = pending.gather_for(req, Some(Bytes::copy_from_slice(new_key)));
+        g.key_frag.push(0);
+        g.frags.push(None);
+        let seq = pending.push(Slot::Gather(g), 1);
+        return send_fragment(pool, pending, seq, 0, server as u16);
+    }
+    let (slot, kind) = if meta {
+        let key = req.frame().slice(req.keys_range());
+        let cas = matches!(req.command, Command::Gets | Command::Gats);
+        let slot = Slot::FromMeta {
+            key,
+            cas,
             reply: None,
-        },
-        (false, None) => Slot::Reply(None),
-        // A classic reply echoes the sent key; the merge shows the client's.
-        (false, Some(_)) => {
-            let mut g = pending.gather();
-            g.request = req.frame().clone();
-            g.keys = req.keys_range();
-            g.sent = new_key.map(Bytes::copy_from_slice);
-            g.key_frag.push(0);
-            g.frags.push(None);
-            Slot::Gather(g)
-        }
+        };
+        (slot, ReplyKind::Meta)
+    } else {
+        (Slot::Reply(None), ReplyKind::Retrieval)
     };
     let dest = Dest::Slot {
         pending: Rc::clone(pending),
         seq: pending.push(slot, 1),
         frag: 0,
-    };
-    let kind = if meta {
-        ReplyKind::Meta
-    } else {
-        ReplyKind::Retrieval
     };
     backend.send(dest, kind, |buf| {
         if !(meta && req.write_as_meta_get(buf, new_key)) {
@@ -309,10 +308,7 @@ fn retrieve_many(
         *s = *f;
     }
     let frags = scratch.frag_servers.len();
-    let mut gather = pending.gather();
-    gather.request = req.frame().clone();
-    gather.keys = req.keys_range();
-    gather.sent = sent;
+    let mut gather = pending.gather_for(req, sent);
     gather.key_frag.extend_from_slice(&scratch.servers);
     gather.frags.resize(frags, None);
     let seq = pending.push(Slot::Gather(gather), frags as u16);

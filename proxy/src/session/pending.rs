@@ -8,8 +8,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 pub use super::gather::Gather;
 use super::writer::ClientWriter;
-use crate::memcache::Command;
 use crate::memcache::reply::meta_get_as_classic;
+use crate::memcache::{Command, Request};
 use crate::wake::LocalWake;
 
 /// A request's position in its connection's order.
@@ -193,20 +193,29 @@ impl Pending {
             .is_some_and(|e| e.outstanding == 0)
     }
 
-    /// A reusable gather, empty.
-    pub fn gather(&self) -> Box<Gather> {
-        self.spare.borrow_mut().pop().unwrap_or_default()
+    /// A gather (reused) for the keys of `req`, sent as `sent` when plugins rewrote them; its
+    /// fragments are for the caller to fill in.
+    pub fn gather_for(&self, req: &Request, sent: Option<Bytes>) -> Box<Gather> {
+        let mut g = self.spare.borrow_mut().pop().unwrap_or_default();
+        g.request = req.frame().clone();
+        g.keys = req.keys_range();
+        g.sent = sent;
+        g
+    }
+
+    /// Where request `seq` is in `entries`, if it is still waiting.
+    fn index(&self, seq: Seq) -> Option<usize> {
+        let index = seq.checked_sub(self.head.get())? as usize;
+        (index < self.entries.borrow().len()).then_some(index)
     }
 
     /// Records reply `reply` for fragment `frag` of request `seq`.
     pub fn deliver(&self, seq: Seq, frag: u16, reply: Bytes) {
+        let Some(index) = self.index(seq) else {
+            return;
+        };
         let mut entries = self.entries.borrow_mut();
-        let Some(index) = seq.checked_sub(self.head.get()) else {
-            return;
-        };
-        let Some(entry) = entries.get_mut(index as usize) else {
-            return;
-        };
+        let entry = &mut entries[index];
         match &mut entry.slot {
             Slot::Reply(r) | Slot::Meta { reply: r, .. } | Slot::FromMeta { reply: r, .. } => {
                 *r = Some(reply)
@@ -229,10 +238,8 @@ impl Pending {
 
     /// Request `seq` is a retrieval sent as a meta get (see `Slot::FromMeta`).
     pub fn is_from_meta(&self, seq: Seq) -> bool {
-        let entries = self.entries.borrow();
-        seq.checked_sub(self.head.get())
-            .and_then(|i| entries.get(i as usize))
-            .is_some_and(|e| matches!(e.slot, Slot::FromMeta { .. }))
+        self.index(seq)
+            .is_some_and(|i| matches!(self.entries.borrow()[i].slot, Slot::FromMeta { .. }))
     }
 
     /// Fragment `frag` of retrieval `seq` must go to new servers: `servers[i]` for its i-th
@@ -243,20 +250,16 @@ impl Pending {
         &self,
         seq: Seq,
         frag: u16,
-        req: Option<&crate::memcache::Request>,
+        req: Option<&Request>,
         servers: &[u16],
     ) -> Vec<(u16, u16)> {
-        let mut entries = self.entries.borrow_mut();
-        let Some(entry) = seq
-            .checked_sub(self.head.get())
-            .and_then(|i| entries.get_mut(i as usize))
-        else {
+        let Some(index) = self.index(seq) else {
             return Vec::new();
         };
+        let mut entries = self.entries.borrow_mut();
+        let entry = &mut entries[index];
         if let (Slot::Reply(None), Some(req)) = (&entry.slot, req) {
-            let mut g = self.gather();
-            g.request = req.frame().clone();
-            g.keys = req.keys_range();
+            let mut g = self.gather_for(req, None);
             g.key_frag.resize(servers.len(), frag);
             g.frags.resize(frag as usize + 1, None);
             entry.slot = Slot::Gather(g);
@@ -271,15 +274,9 @@ impl Pending {
 
     /// `f` of the gather of request `seq`, if it is one.
     pub fn with_gather<T>(&self, seq: Seq, f: impl FnOnce(&Gather) -> T) -> Option<T> {
-        let entries = self.entries.borrow();
-        match seq
-            .checked_sub(self.head.get())
-            .and_then(|i| entries.get(i as usize))
-        {
-            Some(Entry {
-                slot: Slot::Gather(g),
-                ..
-            }) => Some(f(g)),
+        let index = self.index(seq)?;
+        match &self.entries.borrow()[index].slot {
+            Slot::Gather(g) => Some(f(g)),
             _ => None,
         }
     }
