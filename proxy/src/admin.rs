@@ -3,10 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
-
+use crate::shutdown::Shutdown;
 use crate::stats::Registry;
+use tokio::io::AsyncWriteExt;
 
 /// Binds the stats listener now, so a taken port fails start-up, as nutcracker's does.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -26,7 +25,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 pub fn spawn(
     listener: std::net::TcpListener,
     registry: Arc<Registry>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("walnut-stats".into())
@@ -52,11 +51,7 @@ pub fn spawn(
                                 });
                             }
                         }
-                        r = shutdown.changed() => {
-                            if r.is_err() || *shutdown.borrow() {
-                                return;
-                            }
-                        }
+                        () = shutdown.recv() => return,
                     }
                 }
             });

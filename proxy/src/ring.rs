@@ -53,16 +53,19 @@ pub struct RingServer<'a> {
     pub weight: u32,
 }
 
-/// The name twemproxy hashes for a server: the configured name if any, else the address text
-/// with its port, except that port 11211 is left out (libmemcached compatibility).
+/// The name twemproxy hashes for a server: the configured name if any, else the address as
+/// written (`host:port`), except that port 11211 is left out (libmemcached compatibility).
 ///
 /// A unix socket (`port` is `None`) keeps the `:` that separated it from its weight, because
 /// twemproxy takes the name as the path plus one separator plus an empty port.
 pub fn ring_name(addr_text: &str, port: Option<u16>, name: Option<&str>) -> String {
     match (name, port) {
         (Some(name), _) => name.to_owned(),
-        (None, Some(DEFAULT_KETAMA_PORT)) => addr_text.to_owned(),
-        (None, Some(port)) => format!("{addr_text}:{port}"),
+        (None, Some(DEFAULT_KETAMA_PORT)) => addr_text
+            .rsplit_once(':')
+            .map_or(addr_text, |(host, _)| host)
+            .to_owned(),
+        (None, Some(_)) => addr_text.to_owned(),
         (None, None) => format!("{addr_text}:"),
     }
 }
@@ -526,7 +529,11 @@ mod tests {
                 "server" => {
                     let port = (f[2] != "-").then(|| f[2].parse().expect("port"));
                     let name = (f[3] != "-").then_some(f[3]);
-                    names.push(ring_name(f[1], port, name));
+                    let addr = match port {
+                        Some(_) => format!("{}:{}", f[1], f[2]),
+                        None => f[1].to_owned(),
+                    };
+                    names.push(ring_name(&addr, port, name));
                     weights.push(f[4].parse().expect("weight"));
                     live.push(f[5] == "1");
                     running.push(f[6] == "1");
@@ -672,8 +679,11 @@ mod tests {
 
     #[test]
     fn names_as_nutcracker_gives_them() {
-        assert_eq!(ring_name("127.0.0.1", Some(21211), None), "127.0.0.1:21211");
-        assert_eq!(ring_name("cache-1", Some(11211), None), "cache-1");
+        assert_eq!(
+            ring_name("127.0.0.1:21211", Some(21211), None),
+            "127.0.0.1:21211"
+        );
+        assert_eq!(ring_name("cache-1:11211", Some(11211), None), "cache-1");
         assert_eq!(
             ring_name("127.0.0.1", Some(21211), Some("server1")),
             "server1"

@@ -135,11 +135,19 @@ impl Registry {
             .collect();
         Registry {
             started: Instant::now(),
-            source: hostname(),
+            source: crate::process::hostname(),
             process: ProcessCounters::default(),
             pools,
             workers,
         }
+    }
+
+    /// Client connections open on pool `pool`, across workers.
+    pub fn clients(&self, pool: usize) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w[pool].pool.client_connections.get())
+            .sum()
     }
 
     /// nutcracker's stats JSON: the same fields, pools and servers by name.
@@ -268,17 +276,6 @@ fn json_string(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// The text `nutcracker -D` prints, with walnut's name.

@@ -186,16 +186,10 @@ impl ServerSpec {
     /// port when it is 11211 (libmemcached's habit); a unix socket keeps the `:` before its
     /// weight.
     pub fn ring_name(&self) -> String {
-        match (&self.name, &self.addr) {
-            (Some(name), _) => name.clone(),
-            (
-                None,
-                ServerAddr::Tcp {
-                    host, port: 11211, ..
-                },
-            ) => host.clone(),
-            (None, ServerAddr::Tcp { .. }) => self.addr_text.clone(),
-            (None, ServerAddr::Unix { .. }) => format!("{}:", self.addr_text),
-        }
+        let port = match &self.addr {
+            ServerAddr::Tcp { port, .. } => Some(*port),
+            ServerAddr::Unix { .. } => None,
+        };
+        crate::ring::ring_name(&self.addr_text, port, self.name.as_deref())
     }
 }

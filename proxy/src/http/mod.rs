@@ -14,9 +14,6 @@ pub mod upstream;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use tokio::sync::watch;
 
 use crate::config::HttpPool;
 use crate::plugin::PoolPlugins;
@@ -31,8 +28,6 @@ pub struct Shared {
     pub router: route::Router,
     pub upstreams: Vec<Arc<balance::UpstreamShared>>,
     pub chains: PoolChains,
-    /// Open client connections, across workers.
-    pub clients: AtomicU32,
 }
 
 impl Shared {
@@ -50,7 +45,6 @@ impl Shared {
             router,
             upstreams,
             chains,
-            clients: AtomicU32::new(0),
         }
     }
 }
@@ -110,38 +104,5 @@ impl Worker {
             conns: RefCell::new(conns),
             stats,
         })
-    }
-}
-
-/// Accepts clients of `worker`'s pool until shutdown; `live` counts open connections.
-pub async fn accept_loop(
-    listener: std::net::TcpListener,
-    worker: Rc<Worker>,
-    live: Rc<crate::worker::Live>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let name = worker.shared.config.name.clone();
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(pool = %name, "cannot register listener: {e}");
-            return;
-        }
-    };
-    let limit = worker.shared.config.client_connections;
-    let clients = &worker.shared.clients;
-    while let Some((stream, remote)) =
-        crate::worker::next_client(|| listener.accept(), &mut shutdown, clients, limit, &name).await
-    {
-        worker.stats.pool.client_connections.incr();
-        live.enter();
-        let (worker, live, shutdown) = (Rc::clone(&worker), Rc::clone(&live), shutdown.clone());
-        tokio::task::spawn_local(async move {
-            let _ = stream.set_nodelay(true);
-            proxy::serve(&worker, stream, remote.ip(), shutdown).await;
-            worker.shared.clients.fetch_sub(1, Ordering::Relaxed);
-            worker.stats.pool.client_connections.decr();
-            live.leave();
-        });
     }
 }

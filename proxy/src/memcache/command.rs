@@ -1,4 +1,7 @@
-//! The commands walnut understands, by name.
+//! The commands walnut understands: every fact about each one (its name, its kind, the shape
+//! of its reply) is written here and nowhere else.
+
+use super::reply::ReplyKind;
 
 /// Every command walnut understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,5 +129,31 @@ impl Command {
                 | Command::FlushAll
                 | Command::Quit
         )
+    }
+
+    /// mg ms md ma me mn: the meta protocol.
+    pub fn is_meta(self) -> bool {
+        matches!(
+            self,
+            Command::MetaGet
+                | Command::MetaSet
+                | Command::MetaDelete
+                | Command::MetaArithmetic
+                | Command::MetaDebug
+                | Command::MetaNoop
+        )
+    }
+
+    /// The shape of the reply a server sends to this command, so anything else is refused.
+    pub fn reply_kind(self) -> ReplyKind {
+        match self {
+            c if c.is_retrieval() => ReplyKind::Retrieval,
+            c if c.is_storage() => ReplyKind::Storage,
+            c if c.is_meta() => ReplyKind::Meta,
+            Command::Delete => ReplyKind::Delete,
+            Command::Incr | Command::Decr => ReplyKind::Arithmetic,
+            Command::Touch => ReplyKind::Touch,
+            _ => ReplyKind::Ok,
+        }
     }
 }

@@ -2,39 +2,30 @@
 
 /// A request the codec refused. The text of each is the reply on the wire; the codec has
 /// already consumed the bad input (except where noted), so the next request parses cleanly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolError {
     /// An unknown command (memcached's plain `ERROR`).
-    #[error("ERROR")]
     UnknownCommand,
     /// A bad number, a bad key, or the wrong number of tokens.
-    #[error("CLIENT_ERROR bad command line format")]
     BadFormat,
     /// A key longer than 250 bytes or holding control characters.
-    #[error("CLIENT_ERROR bad command line format")]
     BadKey,
     /// `incr`/`decr` with a delta that is not an unsigned 64-bit number.
-    #[error("CLIENT_ERROR invalid numeric delta argument")]
     BadDelta,
     /// `delete <key> <time>` with a non-zero time.
-    #[error("CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]")]
     BadDelete,
     /// A meta command whose base64 key does not decode.
-    #[error("CLIENT_ERROR error decoding key")]
     BadBase64Key,
     /// The data block did not end with `\r\n` where its length said.
-    #[error("CLIENT_ERROR bad data chunk")]
     BadDataChunk,
     /// A value over the item size limit (its data block is skipped, unbuffered).
-    #[error("SERVER_ERROR object too large for cache")]
     TooLarge,
     /// A line with no end within the bound: answered, then the connection is closed (fatal).
-    #[error("CLIENT_ERROR line too long")]
     LineTooLong,
 }
 
 impl ProtocolError {
-    /// The reply line, `\r\n` included.
+    /// The reply line, `\r\n` included (the error's text is this line, without it).
     pub fn reply(self) -> &'static [u8] {
         match self {
             ProtocolError::UnknownCommand => b"ERROR\r\n",
@@ -57,3 +48,12 @@ impl ProtocolError {
         matches!(self, ProtocolError::LineTooLong)
     }
 }
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = self.reply().strip_suffix(b"\r\n").unwrap_or_default();
+        f.write_str(std::str::from_utf8(line).unwrap_or_default())
+    }
+}
+
+impl std::error::Error for ProtocolError {}

@@ -103,12 +103,7 @@ pub(super) fn parse_line(
         Ok(())
     };
     match command {
-        Command::Set
-        | Command::Add
-        | Command::Replace
-        | Command::Append
-        | Command::Prepend
-        | Command::Cas => {
+        c if c.is_storage() => {
             let min = if command == Command::Cas { 6 } else { 5 };
             if n < min {
                 return Err(ProtocolError::BadFormat);
@@ -160,11 +155,7 @@ pub(super) fn parse_line(
             parse_i64(t.get(line, 2))?;
             noreply(&mut head, 3)?;
         }
-        Command::MetaGet
-        | Command::MetaSet
-        | Command::MetaDelete
-        | Command::MetaArithmetic
-        | Command::MetaDebug => {
+        c if c.is_meta() && c != Command::MetaNoop => {
             if n < 2 {
                 return Err(ProtocolError::BadFormat);
             }
@@ -236,7 +227,8 @@ pub(super) fn parse_line(
             noreply(&mut head, min)?;
         }
         Command::Stats => {}
-        Command::Get | Command::Gets | Command::Gat | Command::Gats => unreachable!(),
+        // Retrievals were parsed above; every other command has an arm.
+        _ => return Err(ProtocolError::UnknownCommand),
     }
     Ok(head)
 }

@@ -1,9 +1,5 @@
 //! Framing backend replies: where each reply ends, and the VALUE blocks inside a retrieval reply.
 
-use bytes::{BufMut, BytesMut};
-
-use super::Command;
-
 /// A reply line longer than this with no end means the backend speaks something else.
 const MAX_REPLY_LINE: usize = 8 * 1024;
 
@@ -38,32 +34,6 @@ pub enum ReplyKind {
 }
 
 impl ReplyKind {
-    pub fn of(command: Command) -> ReplyKind {
-        match command {
-            Command::Get | Command::Gets | Command::Gat | Command::Gats => ReplyKind::Retrieval,
-            Command::Set
-            | Command::Add
-            | Command::Replace
-            | Command::Append
-            | Command::Prepend
-            | Command::Cas => ReplyKind::Storage,
-            Command::Delete => ReplyKind::Delete,
-            Command::Incr | Command::Decr => ReplyKind::Arithmetic,
-            Command::Touch => ReplyKind::Touch,
-            Command::MetaGet
-            | Command::MetaSet
-            | Command::MetaDelete
-            | Command::MetaArithmetic
-            | Command::MetaDebug
-            | Command::MetaNoop => ReplyKind::Meta,
-            Command::Version
-            | Command::Verbosity
-            | Command::Stats
-            | Command::FlushAll
-            | Command::Quit => ReplyKind::Ok,
-        }
-    }
-
     /// True when `line` (with its `\r\n`) is a complete reply of this kind, or an error line.
     fn accepts(self, line: &[u8]) -> bool {
         let Some(body) = line.strip_suffix(b"\r\n") else {
@@ -189,24 +159,6 @@ pub struct MetaHit<'a> {
     pub data: &'a [u8],
 }
 
-impl MetaHit<'_> {
-    /// Writes the hit as a classic `VALUE <key> <flags> <len> [<cas>]` block.
-    pub fn put_classic(&self, key: &[u8], cas: bool, out: &mut BytesMut) {
-        out.put_slice(b"VALUE ");
-        out.put_slice(key);
-        out.put_u8(b' ');
-        out.put_slice(self.flags);
-        out.put_u8(b' ');
-        out.put_slice(self.len);
-        if cas {
-            out.put_u8(b' ');
-            out.put_slice(self.cas);
-        }
-        out.put_slice(b"\r\n");
-        out.put_slice(self.data);
-    }
-}
-
 /// The hit a complete meta get reply (as framed by `ReplyScanner`) holds, if it is one.
 pub fn meta_hit(reply: &[u8]) -> Option<MetaHit<'_>> {
     let nl = memchr::memchr(b'\n', reply)?;
@@ -229,36 +181,6 @@ pub fn meta_hit(reply: &[u8]) -> Option<MetaHit<'_>> {
         }
     }
     Some(hit)
-}
-
-/// Writes the reply to `mg <key> f v [c] [T..]` as memcached answers the classic one-key
-/// retrieval it stands for: `VA <len> f<flags> [c<cas>]` and its data become `VALUE <key>
-/// <flags> <len> [<cas>]`, the data and `END`; `EN` becomes `END`. The classic reply of a
-/// server that was asked classically is shown under `key`; an error is passed on as it is.
-pub fn meta_get_as_classic(reply: &[u8], key: &[u8], cas: bool, out: &mut BytesMut) {
-    if reply == b"EN\r\n" {
-        out.put_slice(b"END\r\n");
-        return;
-    }
-    if !reply.starts_with(b"VA ") {
-        // A classic reply (the request was re-sent classically): shown under `key` too.
-        match value_blocks(reply).next() {
-            Some(block) => {
-                out.put_slice(b"VALUE ");
-                out.put_slice(key);
-                out.put_slice(&reply[6 + block.key.len()..]);
-            }
-            None => out.put_slice(reply),
-        }
-        return;
-    }
-    match meta_hit(reply) {
-        Some(hit) => {
-            hit.put_classic(key, cas, out);
-            out.put_slice(b"END\r\n");
-        }
-        None => out.put_slice(reply),
-    }
 }
 
 /// The `n`th space-separated number of a reply line (counting from 0 after the code).
@@ -383,42 +305,6 @@ mod tests {
                 ),
                 (b"bb", b"VALUE bb 1 2 9\r\nxy\r\n", b" 1 2 9\r\nxy\r\n"),
             ]
-        );
-    }
-
-    #[test]
-    fn meta_get_replies_read_as_classic_ones() {
-        let classic = |reply: &[u8], cas| {
-            let mut out = BytesMut::new();
-            meta_get_as_classic(reply, b"k1", cas, &mut out);
-            out.to_vec()
-        };
-        assert_eq!(classic(b"EN\r\n", false), b"END\r\n");
-        assert_eq!(
-            classic(b"VA 3 f7\r\nabc\r\n", false),
-            b"VALUE k1 7 3\r\nabc\r\nEND\r\n"
-        );
-        assert_eq!(
-            classic(b"VA 2 f0 c99\r\n\r\n\r\n", true),
-            b"VALUE k1 0 2 99\r\n\r\n\r\nEND\r\n"
-        );
-        // Flags in any order; an empty value.
-        assert_eq!(
-            classic(b"VA 0 c5 f4294967295\r\n\r\n", true),
-            b"VALUE k1 4294967295 0 5\r\n\r\nEND\r\n"
-        );
-        for passed in [
-            &b"SERVER_ERROR out of memory\r\n"[..],
-            b"CLIENT_ERROR bad command line format\r\n",
-            b"ERROR\r\n",
-            b"END\r\n",
-            b"VALUE k1 0 1\r\nx\r\nEND\r\n",
-        ] {
-            assert_eq!(classic(passed, false), passed);
-        }
-        assert_eq!(
-            classic(b"VALUE new:k1 3 1 8\r\nx\r\nEND\r\n", true),
-            b"VALUE k1 3 1 8\r\nx\r\nEND\r\n"
         );
     }
 }

@@ -61,11 +61,6 @@ impl Request {
         self.key_count as usize
     }
 
-    /// The line up to the first key (`gat 10 `), for building per-server retrievals.
-    pub fn retrieval_prefix(&self) -> &[u8] {
-        &self.frame[..self.keys.start]
-    }
-
     /// `noreply` (classic) or `q` (meta) was given.
     pub fn is_silent(&self) -> bool {
         self.silent.is_some()
@@ -78,32 +73,12 @@ impl Request {
 
     /// A meta command (mg ms md ma me mn).
     pub fn is_meta(&self) -> bool {
-        matches!(
-            self.command,
-            Command::MetaGet
-                | Command::MetaSet
-                | Command::MetaDelete
-                | Command::MetaArithmetic
-                | Command::MetaDebug
-                | Command::MetaNoop
-        )
-    }
-
-    /// Meta `b`: `key()` is base64 and `decoded_key` gives the bytes to hash.
-    pub fn has_base64_key(&self) -> bool {
-        self.base64_key
+        self.command.is_meta()
     }
 
     /// The bytes that place this request: the key itself, or its base64 decoding into `scratch`.
     pub fn placement_key<'a>(&'a self, scratch: &'a mut [u8; 512]) -> &'a [u8] {
-        if self.base64_key {
-            let n = base64::engine::general_purpose::STANDARD
-                .decode_slice(self.key(), scratch)
-                .unwrap_or(0);
-            &scratch[..n]
-        } else {
-            self.key()
-        }
+        placement_key(self.key(), self.base64_key, scratch)
     }
 
     /// The value of a storage command.
@@ -120,19 +95,25 @@ impl Request {
     }
 
     /// Writes the request as the backend must see it (without `noreply`/`q`), with its key
-    /// replaced by `key` when a plugin rewrote it.
-    pub fn write_forward(&self, buf: &mut bytes::BytesMut, key: Option<&[u8]>) {
+    /// replaced by `key` when a plugin rewrote it; returns where the key (list) went.
+    pub fn write_forward(&self, buf: &mut BytesMut, key: Option<&[u8]>) -> KeySpan {
         let (head, tail) = self.forward_parts();
-        match key {
+        let start = self.keys.start;
+        let written = match key {
             // The key always comes before the silencing token, so it lies within `head`.
             Some(key) if self.keys.end <= head.len() => {
-                buf.extend_from_slice(&head[..self.keys.start]);
+                buf.extend_from_slice(&head[..start]);
                 buf.extend_from_slice(key);
                 buf.extend_from_slice(&head[self.keys.end..]);
+                key.len()
             }
-            _ => buf.extend_from_slice(head),
-        }
+            _ => {
+                buf.extend_from_slice(head);
+                self.keys.len()
+            }
+        };
         buf.extend_from_slice(tail);
+        KeySpan::new(start, written, self.base64_key)
     }
 
     /// `write_as_meta_get` can write this request.
@@ -146,38 +127,14 @@ impl Request {
         }
     }
 
-    /// Writes an `mg` that `write_as_meta_get` made back as the classic retrieval it stands for
-    /// (`c` gives `gets`/`gats`, `T<exptime>` gives `gat`/`gats`), for a server without meta.
-    pub fn write_meta_get_as_classic(&self, buf: &mut BytesMut) {
-        let (mut cas, mut exptime) = (false, None);
-        for t in self.tokens().skip(1) {
-            match t.split_first() {
-                Some((b'c', [])) => cas = true,
-                Some((b'T', n)) => exptime = Some(n),
-                _ => {}
-            }
-        }
-        buf.extend_from_slice(match (cas, exptime.is_some()) {
-            (false, false) => b"get ",
-            (true, false) => b"gets ",
-            (false, true) => b"gat ",
-            (true, true) => b"gats ",
-        });
-        if let Some(n) = exptime {
-            buf.extend_from_slice(n);
-            buf.extend_from_slice(b" ");
-        }
-        buf.extend_from_slice(self.key());
-        buf.extend_from_slice(b"\r\n");
-    }
-
     /// Writes a one-key `get`/`gets`/`gat`/`gats` as the meta get that answers the same:
     /// `mg <key> f v`, with `c` for the cas forms and `T<exptime>` for the touching ones; `key`
-    /// replaces the client's. Returns false, writing nothing, for anything else, and for a
-    /// `gat` whose exptime is not a number (memcached's own error for it then stays the same).
-    pub fn write_as_meta_get(&self, buf: &mut BytesMut, key: Option<&[u8]>) -> bool {
+    /// replaces the client's. Returns where the key went, or `None`, writing nothing, for
+    /// anything else, and for a `gat` whose exptime is not a number (memcached's own error for
+    /// it then stays the same).
+    pub fn write_as_meta_get(&self, buf: &mut BytesMut, key: Option<&[u8]>) -> Option<KeySpan> {
         if !self.fits_meta_get() {
-            return false;
+            return None;
         }
         let touch = matches!(self.command, Command::Gat | Command::Gats);
         let exptime = if touch {
@@ -185,8 +142,9 @@ impl Request {
         } else {
             &[]
         };
+        let key = key.unwrap_or(self.key());
         buf.extend_from_slice(b"mg ");
-        buf.extend_from_slice(key.unwrap_or(self.key()));
+        buf.extend_from_slice(key);
         buf.extend_from_slice(b" f v");
         if matches!(self.command, Command::Gets | Command::Gats) {
             buf.extend_from_slice(b" c");
@@ -196,7 +154,7 @@ impl Request {
             buf.extend_from_slice(exptime);
         }
         buf.extend_from_slice(b"\r\n");
-        true
+        Some(KeySpan::new(3, key.len(), false))
     }
 
     /// The storage fields a plugin sees: flags, exptime, value length (zeros elsewhere).
@@ -236,6 +194,88 @@ impl Request {
             .filter(|t| !t.is_empty())
             .skip(1)
     }
+}
+
+/// Where a request's key (a retrieval's key list) lies in the bytes written for a server, so
+/// the request can be placed again without parsing them (when its server is ejected before it
+/// was sent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeySpan {
+    start: u32,
+    len: u32,
+    /// Meta `b`: the key is base64 text.
+    base64: bool,
+}
+
+impl KeySpan {
+    pub fn new(start: usize, len: usize, base64: bool) -> KeySpan {
+        KeySpan {
+            start: start as u32,
+            len: len as u32,
+            base64,
+        }
+    }
+
+    /// The key (list) in `bytes`, the request as written; empty for a keyless one.
+    pub fn of<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        let start = self.start as usize;
+        bytes
+            .get(start..start + self.len as usize)
+            .unwrap_or_default()
+    }
+
+    pub fn is_base64(&self) -> bool {
+        self.base64
+    }
+
+    /// The key list's range in `bytes`.
+    pub fn range(&self) -> Range<usize> {
+        self.start as usize..(self.start + self.len) as usize
+    }
+}
+
+/// The bytes that place a request with `key`: the key itself, or for a meta `b` key its
+/// base64 decoding into `scratch`.
+pub fn placement_key<'a>(key: &'a [u8], base64: bool, scratch: &'a mut [u8; 512]) -> &'a [u8] {
+    if !base64 {
+        return key;
+    }
+    let n = base64::engine::general_purpose::STANDARD
+        .decode_slice(key, scratch)
+        .unwrap_or(0);
+    &scratch[..n]
+}
+
+/// Writes the classic retrieval that the meta get `mg` (as `Request::write_as_meta_get` wrote
+/// it) stands for: `c` gives `gets`/`gats`, `T<exptime>` gives `gat`/`gats`. For a server found
+/// not to speak meta after the request was written for one. Returns where the key went.
+pub fn write_meta_get_as_classic(mg: &[u8], buf: &mut BytesMut) -> KeySpan {
+    let line = trim_eol(mg);
+    let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).skip(1);
+    let key = tokens.next().unwrap_or_default();
+    let (mut cas, mut exptime) = (false, None);
+    for t in tokens {
+        match t.split_first() {
+            Some((b'c', [])) => cas = true,
+            Some((b'T', n)) => exptime = Some(n),
+            _ => {}
+        }
+    }
+    let start = buf.len();
+    buf.extend_from_slice(match (cas, exptime.is_some()) {
+        (false, false) => b"get ",
+        (true, false) => b"gets ",
+        (false, true) => b"gat ",
+        (true, true) => b"gats ",
+    });
+    if let Some(n) = exptime {
+        buf.extend_from_slice(n);
+        buf.extend_from_slice(b" ");
+    }
+    let key_at = buf.len() - start;
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(b"\r\n");
+    KeySpan::new(key_at, key.len(), false)
 }
 
 /// An optionally negative decimal integer that fits an i64.

@@ -85,9 +85,9 @@ fn keys_and_fields() {
     assert_eq!(r.keys().collect::<Vec<_>>(), vec![&b"a"[..], b"bb", b"ccc"]);
     assert_eq!(r.key_count(), 3);
     assert_eq!(r.key(), b"a");
-    assert_eq!(r.retrieval_prefix(), b"gets  ");
+    assert_eq!(&r.frame()[..r.keys_range().start], b"gets  ");
     let r = one(b"gat 100 x y\r\n").unwrap().unwrap();
-    assert_eq!(r.retrieval_prefix(), b"gat 100 ");
+    assert_eq!(&r.frame()[..r.keys_range().start], b"gat 100 ");
     assert_eq!(r.keys().count(), 2);
     let r = one(b"set k\xff\x80 0 0 3\r\na\r\n\r\n").unwrap().unwrap();
     assert_eq!(r.key(), b"k\xff\x80");
@@ -118,11 +118,45 @@ fn noreply_and_quiet_are_stripped_when_forwarding() {
 }
 
 #[test]
+fn forwarded_requests_know_where_their_key_went() {
+    let forward = |wire: &[u8], key: Option<&[u8]>| {
+        let r = one(wire).unwrap().unwrap();
+        let mut buf = BytesMut::from(&b"before"[..]);
+        let span = r.write_forward(&mut buf, key);
+        let written = buf.split_off(6);
+        (
+            written.to_vec(),
+            span.of(&written).to_vec(),
+            span.is_base64(),
+        )
+    };
+    assert_eq!(
+        forward(b"set k 1 2 1 noreply\r\nx\r\n", Some(b"t1/k")),
+        (b"set t1/k 1 2 1\r\nx\r\n".to_vec(), b"t1/k".to_vec(), false)
+    );
+    assert_eq!(
+        forward(b"get a bb c\r\n", None),
+        (b"get a bb c\r\n".to_vec(), b"a bb c".to_vec(), false)
+    );
+    assert_eq!(
+        forward(b"md Zm9v b q\r\n", None),
+        (b"md Zm9v b\r\n".to_vec(), b"Zm9v".to_vec(), true)
+    );
+    assert_eq!(forward(b"flush_all\r\n", None).1, b"");
+}
+
+#[test]
 fn one_key_retrievals_become_meta_gets() {
     let meta = |wire: &[u8], key: Option<&[u8]>| {
         let r = one(wire).unwrap().unwrap();
         let mut buf = BytesMut::new();
-        r.write_as_meta_get(&mut buf, key).then(|| buf.to_vec())
+        let span = r.write_as_meta_get(&mut buf, key)?;
+        assert_eq!(
+            span.of(&buf),
+            key.unwrap_or(r.key()),
+            "the key's place is known"
+        );
+        Some(buf.to_vec())
     };
     assert_eq!(meta(b"get k\r\n", None).unwrap(), b"mg k f v\r\n");
     assert_eq!(meta(b"gets  k \r\n", None).unwrap(), b"mg k f v c\r\n");
@@ -144,10 +178,13 @@ fn one_key_retrievals_become_meta_gets() {
         (b"mg k f v T10\r\n", b"gat 10 k\r\n"),
         (b"mg new:k f v c T-1\r\n", b"gats -1 new:k\r\n"),
     ] {
-        let r = one(mg).unwrap().unwrap();
         let mut back = BytesMut::new();
-        r.write_meta_get_as_classic(&mut back);
+        let span = write_meta_get_as_classic(mg, &mut back);
         assert_eq!(&back[..], classic);
+        assert_eq!(
+            span.of(&back),
+            &mg[3..mg.iter().skip(3).position(|&b| b == b' ').unwrap() + 3]
+        );
     }
 }
 

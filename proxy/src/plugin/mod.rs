@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::config::{Config, OnError, PluginSpec};
+use crate::config::{Config, HttpPool, OnError, PluginSpec, Pool};
 pub use chain::{HttpEdits, HttpVerdict, PoolPlugins, Verdict};
 pub use instance::{Fault, Hook, Instance};
 
@@ -87,47 +87,65 @@ fn file_name(path: &Path) -> String {
     )
 }
 
-/// Every pool's plugins, compiled: `pools[p]` holds pool `p`'s chain and routes.
-#[derive(Default)]
+/// A config with its plugins compiled: every pool next to its own plugins.
 pub struct Loaded {
-    pub pools: Vec<chain::PoolChains>,
-    /// `http[p]`: HTTP pool `p`'s chain, and one route per location, in location order.
-    pub http: Vec<chain::PoolChains>,
+    pub memcache: Vec<McPool>,
+    pub http: Vec<HttpSite>,
+}
+
+/// A memcached pool and its compiled plugins (the pool's chain, and its routes longest first).
+pub struct McPool {
+    pub config: Pool,
+    pub chains: chain::PoolChains,
+}
+
+/// An HTTP pool and its compiled plugins (the pool's chain, and one per location, in location
+/// order).
+pub struct HttpSite {
+    pub config: HttpPool,
+    pub chains: chain::PoolChains,
 }
 
 /// Compiles every plugin of `config`; the error names the file, line, pool, route and plugin.
-pub fn load(config: &Config) -> Result<Loaded, String> {
-    let mut pools = Vec::with_capacity(config.pools.len());
-    for pool in &config.pools {
-        let routes = pool
-            .routes
-            .iter()
-            .map(|r| ("route", r.prefix.as_str(), r.plugins.as_slice()));
-        let mut chains = compile_chains(config, &pool.name, &pool.plugins, routes)?;
-        // Longest prefix first, so the first match is the longest.
-        chains.routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
-        pools.push(chains);
-    }
-    let mut http = Vec::with_capacity(config.http.len());
-    for pool in &config.http {
-        let locations = pool
-            .locations
-            .iter()
-            .map(|l| ("location", l.text.as_str(), l.plugins.as_slice()));
-        http.push(compile_chains(
-            config,
-            &pool.name,
-            &pool.plugins,
-            locations,
-        )?);
-    }
-    Ok(Loaded { pools, http })
+pub fn load(config: Config) -> Result<Loaded, String> {
+    let Config { path, pools, http } = config;
+    let memcache = pools
+        .into_iter()
+        .map(|pool| {
+            let routes = pool
+                .routes
+                .iter()
+                .map(|r| ("route", r.prefix.as_str(), r.plugins.as_slice()));
+            let mut chains = compile_chains(&path, &pool.name, &pool.plugins, routes)?;
+            // Longest prefix first, so the first match is the longest.
+            chains.routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+            Ok(McPool {
+                config: pool,
+                chains,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let http = http
+        .into_iter()
+        .map(|pool| {
+            let locations = pool
+                .locations
+                .iter()
+                .map(|l| ("location", l.text.as_str(), l.plugins.as_slice()));
+            let chains = compile_chains(&path, &pool.name, &pool.plugins, locations)?;
+            Ok(HttpSite {
+                config: pool,
+                chains,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Loaded { memcache, http })
 }
 
 /// One pool's chains: its own plugins, then each `(kind, name, plugins)` of its routes or
 /// locations, keyed by name.
 fn compile_chains<'a>(
-    config: &Config,
+    config_path: &Path,
     pool: &str,
     plugins: &[PluginSpec],
     scopes: impl Iterator<Item = (&'static str, &'a str, &'a [PluginSpec])>,
@@ -139,7 +157,7 @@ fn compile_chains<'a>(
                 .unwrap_or_default();
             format!(
                 "{}:{}: pool {pool:?}: {scope}plugin {}: {e}",
-                config.path.display(),
+                config_path.display(),
                 spec.line,
                 spec.path.display()
             )

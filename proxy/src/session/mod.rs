@@ -1,21 +1,19 @@
-//! One client connection: read and decode requests, route them, write replies back in order.
+//! One memcached client connection: read and decode requests, route them ([`dispatch`]), and
+//! write the replies back in the client's order ([`pending`]) as the servers report them.
 
 pub mod dispatch;
-pub mod gather;
 pub mod pending;
-pub mod reroute;
-pub mod writer;
+mod reroute;
 
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::watch;
 
 use crate::memcache::{Command, Refusal, decode};
-use crate::upstream::WorkerPool;
+use crate::net::Stream;
+use crate::pool::{Dest, ReplySink, Seq, Unsent, WorkerPool};
+use crate::shutdown::Shutdown;
 use pending::{Pending, Slot};
-pub use writer::ClientWriter;
 
 /// Requests in flight per connection before walnut stops reading from it (backpressure).
 const MAX_PENDING: usize = 4096;
@@ -25,27 +23,73 @@ const MAX_OUT: usize = 4 * 1024 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 const READ_START: usize = 1024;
 
+/// One client connection as the servers' connections see it: where replies go.
+pub struct Session {
+    pub pool: Rc<WorkerPool>,
+    /// Which of a server's connections this client's requests take (see `WorkerPool::backend`).
+    pub id: usize,
+    stream: Stream,
+    pub pending: Pending,
+}
+
+impl Session {
+    pub fn new(stream: Stream, pool: Rc<WorkerPool>, id: usize) -> Rc<Session> {
+        Rc::new(Session {
+            pool,
+            id,
+            stream,
+            pending: Pending::default(),
+        })
+    }
+
+    /// Where a server connection reports fragment `frag` of request `seq`.
+    pub fn dest(self: &Rc<Self>, seq: Seq, frag: u16) -> Dest {
+        Dest {
+            sink: Rc::clone(self) as Rc<dyn ReplySink>,
+            seq,
+            frag,
+        }
+    }
+
+    /// A reply walnut gives itself, in its turn.
+    pub fn answer(&self, line: Bytes) {
+        self.pending.push(Slot::Reply(Some(line)), 0);
+    }
+
+    /// Writes what is ready to the client, as far as the socket takes it now.
+    fn flush(&self) {
+        self.pending.flush(&self.stream);
+    }
+}
+
+impl ReplySink for Session {
+    fn reply(&self, seq: Seq, frag: u16, reply: Bytes) {
+        if self.pending.deliver(seq, frag, reply) {
+            self.flush();
+            self.pending.wake_if_needed();
+        }
+    }
+
+    fn resend(self: Rc<Self>, seq: Seq, frag: u16, request: Unsent) {
+        reroute::resend(&self, seq, frag, request);
+    }
+}
+
 /// Serves one client until it leaves, sends `quit`, breaks the protocol fatally, or the
 /// process shuts down (then the requests already read are still answered).
 ///
-/// Replies are written by whichever task completes them (see `Pending::flush`); this task
+/// Replies are written by whichever task completes them (see `Session::reply`); this task
 /// reads and routes, and waits on the socket only when it is full.
-pub async fn serve<R>(
-    mut rd: R,
-    writer: ClientWriter,
-    pool: Rc<WorkerPool>,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    R: AsyncRead + Unpin,
-{
+pub async fn serve(stream: Stream, pool: Rc<WorkerPool>, id: usize, mut shutdown: Shutdown) {
     let counters = &pool.stats.pool;
-    let pending = Rc::new(Pending::new(writer));
+    let item_size_max = pool.shared.config.item_size_max;
+    let session = Session::new(stream, Rc::clone(&pool), id);
+    let pending = &session.pending;
     let mut scratch = dispatch::Scratch::default();
     let mut inbuf = BytesMut::new();
-    let item_size_max = pool.shared.config.item_size_max;
     // Bytes of an oversized value still to be thrown away as they arrive.
     let mut skip = 0usize;
-    let mut reading = !*shutdown.borrow();
+    let mut reading = !shutdown.is_shutdown();
     let mut closing = false;
     loop {
         if reading && !closing {
@@ -59,7 +103,7 @@ pub async fn serve<R>(
                     Ok(Some(req)) => {
                         // Nothing after `quit` is read, as memcached reads nothing after it.
                         let quit = req.command == Command::Quit;
-                        dispatch::dispatch(req, &pool, &pending, &mut scratch);
+                        dispatch::dispatch(&session, req, &mut scratch);
                         if quit {
                             closing = true;
                             break;
@@ -73,7 +117,7 @@ pub async fn serve<R>(
                         break;
                     }
                     Err(Refusal { error, skip: n }) => {
-                        pending.push(Slot::Reply(Some(Bytes::from_static(error.reply()))), 0);
+                        session.answer(Bytes::from_static(error.reply()));
                         // The refused request's data block is thrown away as it arrives.
                         let now = n.min(inbuf.len());
                         inbuf.advance(now);
@@ -83,7 +127,7 @@ pub async fn serve<R>(
             }
         }
         // Replies walnut answered itself, and any that are ready, go out now.
-        pending.flush();
+        session.flush();
         if pending.is_broken() {
             counters.client_err.incr();
             break;
@@ -103,9 +147,9 @@ pub async fn serve<R>(
         }
         tokio::select! {
             biased;
-            () = pending.unblock(), if pending.is_blocked() => {}
+            () = pending.unblock(&session.stream), if pending.is_blocked() => {}
             () = pending.ready.wait() => {}
-            r = rd.read_buf(&mut inbuf), if can_read => match r {
+            r = session.stream.read_buf(&mut inbuf), if can_read => match r {
                 Ok(0) => {
                     counters.client_eof.incr();
                     reading = false;
@@ -116,12 +160,8 @@ pub async fn serve<R>(
                     break;
                 }
             },
-            r = shutdown.changed(), if reading => {
-                if r.is_err() || *shutdown.borrow() {
-                    reading = false;
-                }
-            }
+            () = shutdown.recv(), if reading => reading = false,
         }
     }
-    pending.close();
+    pending.close(&session.stream);
 }

@@ -3,17 +3,20 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-pub use super::gather::Gather;
-use super::writer::ClientWriter;
-use crate::memcache::reply::meta_get_as_classic;
-use crate::memcache::{Command, Request};
+use crate::memcache::Command;
+use crate::memcache::Gather;
+use crate::memcache::lines::{NO_REPLY, OK};
+use crate::memcache::rewrite::{meta_get_as_classic, put_meta_as, quiet_hides};
+use crate::net::Stream;
+use crate::pool::Seq;
 use crate::wake::LocalWake;
 
-/// A request's position in its connection's order.
-pub type Seq = u64;
+/// The sequence number of a request nobody waits for (`noreply`): its reply is dropped.
+pub const UNANSWERED: Seq = Seq::MAX;
 
 /// What a finished request writes back.
 pub enum Slot {
@@ -48,13 +51,13 @@ struct Entry {
     slot: Slot,
 }
 
-/// The in-order queue of one client connection, shared with the backends that fill it.
+/// The in-order queue of one client connection, filled as servers report replies.
+#[derive(Default)]
 pub struct Pending {
     entries: RefCell<VecDeque<Entry>>,
     head: Cell<Seq>,
     /// Replies in order, not yet taken by the socket.
     out: RefCell<BytesMut>,
-    writer: ClientWriter,
     /// The socket took nothing: the client task waits until it is writable.
     blocked: Cell<bool>,
     /// Writing failed: the connection is finished.
@@ -72,26 +75,10 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn new(writer: ClientWriter) -> Pending {
-        Pending {
-            // Nothing allocated until the connection is used: idle connections stay small.
-            entries: RefCell::new(VecDeque::new()),
-            head: Cell::new(0),
-            out: RefCell::new(BytesMut::new()),
-            writer,
-            blocked: Cell::new(false),
-            broken: Cell::new(false),
-            closing: Cell::new(false),
-            waiting: Cell::new(false),
-            ready: LocalWake::default(),
-            spare: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// Writes every finished request at the head to the socket, as far as it takes them now.
-    /// The client task calls this itself; a completed reply calls it through `deliver`, so a
-    /// reply needs no task switch.
-    pub fn flush(&self) {
+    /// Writes every finished request at the head to `stream`, as far as it takes them now.
+    /// The client task calls this itself, and so does a server connection's task when it
+    /// completes the oldest request, so a reply needs no task switch.
+    pub fn flush(&self, stream: &Stream) {
         let reached_close = {
             let mut out = self.out.borrow_mut();
             self.drain_into(&mut out)
@@ -104,7 +91,7 @@ impl Pending {
         }
         let mut out = self.out.borrow_mut();
         while !out.is_empty() {
-            match self.writer.try_write(&out) {
+            match stream.try_write(&out) {
                 Ok(0) => {
                     self.broken.set(true);
                     break;
@@ -126,7 +113,7 @@ impl Pending {
     }
 
     /// After a reply was written from outside the client task: wake it when it has to act.
-    fn wake_if_needed(&self) {
+    pub fn wake_if_needed(&self) {
         let done = self.closing.get() && self.out.borrow().is_empty();
         if self.blocked.get() || self.broken.get() || done || self.waiting.get() {
             self.ready.wake();
@@ -134,20 +121,20 @@ impl Pending {
     }
 
     /// Waits until a blocked socket takes more, then writes what is waiting.
-    pub async fn unblock(&self) {
-        if self.writer.writable().await.is_err() {
+    pub async fn unblock(&self, stream: &Stream) {
+        if stream.writable().await.is_err() {
             self.broken.set(true);
             return;
         }
         self.blocked.set(false);
-        self.flush();
+        self.flush(stream);
     }
 
     /// The connection is over: the client reads EOF, and late replies are dropped.
-    pub fn close(&self) {
+    pub fn close(&self, stream: &Stream) {
         self.broken.set(true);
         self.entries.borrow_mut().clear();
-        self.writer.shutdown();
+        stream.shutdown_write();
     }
 
     /// The socket took nothing the last time; `unblock` waits for it.
@@ -185,20 +172,17 @@ impl Pending {
         self.entries.borrow().is_empty()
     }
 
-    /// True when the oldest request has all its replies.
-    pub fn head_ready(&self) -> bool {
-        self.entries
-            .borrow()
-            .front()
-            .is_some_and(|e| e.outstanding == 0)
-    }
-
-    /// A gather (reused) for the keys of `req`, sent as `sent` when plugins rewrote them; its
-    /// fragments are for the caller to fill in.
-    pub fn gather_for(&self, req: &Request, sent: Option<Bytes>) -> Box<Gather> {
+    /// A gather (reused) for the retrieval `request` whose keys are at `keys`, sent as `sent`
+    /// when plugins rewrote them; its fragments are for the caller to fill in.
+    pub fn gather_for(
+        &self,
+        request: Bytes,
+        keys: Range<usize>,
+        sent: Option<Bytes>,
+    ) -> Box<Gather> {
         let mut g = self.spare.borrow_mut().pop().unwrap_or_default();
-        g.request = req.frame().clone();
-        g.keys = req.keys_range();
+        g.request = request;
+        g.keys = keys;
         g.sent = sent;
         g
     }
@@ -209,10 +193,11 @@ impl Pending {
         (index < self.entries.borrow().len()).then_some(index)
     }
 
-    /// Records reply `reply` for fragment `frag` of request `seq`.
-    pub fn deliver(&self, seq: Seq, frag: u16, reply: Bytes) {
+    /// Records reply `reply` for fragment `frag` of request `seq`. True when that completed
+    /// the oldest request: something can be written now.
+    pub fn deliver(&self, seq: Seq, frag: u16, reply: Bytes) -> bool {
         let Some(index) = self.index(seq) else {
-            return;
+            return false;
         };
         let mut entries = self.entries.borrow_mut();
         let entry = &mut entries[index];
@@ -222,18 +207,14 @@ impl Pending {
             }
             Slot::Gather(g) => g.frags[frag as usize] = Some(reply),
             Slot::AllOk(first) => {
-                if first.is_none() && &reply[..] != b"OK\r\n" {
+                if first.is_none() && reply != OK {
                     *first = Some(reply);
                 }
             }
             Slot::Close(_) => {}
         }
         entry.outstanding = entry.outstanding.saturating_sub(1);
-        if index == 0 && entry.outstanding == 0 {
-            drop(entries);
-            self.flush();
-            self.wake_if_needed();
-        }
+        index == 0 && entry.outstanding == 0
     }
 
     /// Request `seq` is a retrieval sent as a meta get (see `Slot::FromMeta`).
@@ -244,13 +225,13 @@ impl Pending {
 
     /// Fragment `frag` of retrieval `seq` must go to new servers: `servers[i]` for its i-th
     /// key. Keys are regrouped by server, each group a fragment (the first keeps `frag`);
-    /// returns (server, fragment) for each group. A retrieval that went whole to one server (as
-    /// `req`, which it still is) becomes a gather here.
+    /// returns (server, fragment) for each group. A retrieval that went whole to one server
+    /// (`whole`: the request as sent, and where its keys are) becomes a gather here.
     pub fn refragment(
         &self,
         seq: Seq,
         frag: u16,
-        req: Option<&Request>,
+        whole: Option<(Bytes, Range<usize>)>,
         servers: &[u16],
     ) -> Vec<(u16, u16)> {
         let Some(index) = self.index(seq) else {
@@ -258,8 +239,8 @@ impl Pending {
         };
         let mut entries = self.entries.borrow_mut();
         let entry = &mut entries[index];
-        if let (Slot::Reply(None), Some(req)) = (&entry.slot, req) {
-            let mut g = self.gather_for(req, None);
+        if let (Slot::Reply(None), Some((request, keys))) = (&entry.slot, whole) {
+            let mut g = self.gather_for(request, keys, None);
             g.key_frag.resize(servers.len(), frag);
             g.frags.resize(frag as usize + 1, None);
             entry.slot = Slot::Gather(g);
@@ -295,31 +276,26 @@ impl Pending {
                 entries.pop_front().expect("front checked")
             };
             match entry.slot {
-                Slot::Reply(r) => {
-                    out.put_slice(r.as_deref().unwrap_or(b"SERVER_ERROR no reply\r\n"))
-                }
+                Slot::Reply(r) => out.put_slice(r.as_deref().unwrap_or(NO_REPLY)),
                 Slot::Meta {
                     command,
                     quiet,
                     reply,
                     client_key,
                 } => {
-                    let r = reply.as_deref().unwrap_or(b"SERVER_ERROR no reply\r\n");
+                    let r = reply.as_deref().unwrap_or(NO_REPLY);
                     if quiet && quiet_hides(command, r) {
                         continue;
                     }
                     match client_key {
-                        Some(key) => put_rekeyed(r, &key, out),
+                        Some(key) => put_meta_as(r, &key, out),
                         None => out.put_slice(r),
                     }
                 }
-                Slot::FromMeta { key, cas, reply } => meta_get_as_classic(
-                    reply.as_deref().unwrap_or(b"SERVER_ERROR no reply\r\n"),
-                    &key,
-                    cas,
-                    out,
-                ),
-                Slot::AllOk(first) => out.put_slice(first.as_deref().unwrap_or(b"OK\r\n")),
+                Slot::FromMeta { key, cas, reply } => {
+                    meta_get_as_classic(reply.as_deref().unwrap_or(NO_REPLY), &key, cas, out)
+                }
+                Slot::AllOk(first) => out.put_slice(first.as_deref().unwrap_or(OK)),
                 Slot::Gather(mut g) => {
                     g.merge(out);
                     g.clear();
@@ -335,38 +311,5 @@ impl Pending {
                 }
             }
         }
-    }
-}
-
-/// Writes a meta reply with the key it echoes replaced by `key`: the `k` flag's token, and the
-/// key of `me`'s `ME <key> ...` line. The rest of the reply (a value block) is copied as is.
-fn put_rekeyed(reply: &[u8], key: &[u8], out: &mut BytesMut) {
-    let eol = memchr::memchr(b'\n', reply).map_or(reply.len(), |i| i + 1);
-    let line = reply[..eol].strip_suffix(b"\r\n").unwrap_or(&reply[..eol]);
-    let is_me = line.starts_with(b"ME ");
-    for (i, token) in line.split(|&b| b == b' ').enumerate() {
-        if i > 0 {
-            out.put_u8(b' ');
-        }
-        if is_me && i == 1 {
-            out.put_slice(key);
-        } else if !is_me && i > 0 && token.first() == Some(&b'k') {
-            out.put_u8(b'k');
-            out.put_slice(key);
-        } else {
-            out.put_slice(token);
-        }
-    }
-    out.put_slice(b"\r\n");
-    out.put_slice(&reply[eol..]);
-}
-
-/// The replies a meta command's `q` flag hides, as memcached 1.6 hides them.
-fn quiet_hides(cmd: Command, reply: &[u8]) -> bool {
-    match cmd {
-        Command::MetaGet => reply.starts_with(b"EN"),
-        Command::MetaSet | Command::MetaDelete => reply.starts_with(b"HD"),
-        Command::MetaArithmetic => reply.starts_with(b"HD") || reply.starts_with(b"VA "),
-        _ => false,
     }
 }

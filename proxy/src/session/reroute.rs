@@ -1,83 +1,74 @@
-//! Requests that never reached a server that was taken out of the ring: sent to their keys'
-//! new owners, with the same destination.
+//! Requests handed back by a server connection that failed before writing them, its server now
+//! out of the ring: each goes where its key is placed now (asking the plugins again, as a
+//! fresh request would), with the same place in the client's order.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::rc::Rc;
 
-use super::dispatch::{NO_SERVER, affinity, send_fragment};
-use crate::memcache::decode;
-use crate::memcache::reply::ReplyKind;
-use crate::upstream::{Dest, WorkerPool};
+use bytes::{BufMut, Bytes};
 
-/// Sends a request that never reached its server (now ejected) to its key's new owner, with the
-/// same destination. A multi-key retrieval whose keys now live on several servers is split
-/// further. Without a live owner the request gets `error`.
-pub fn reroute(pool: &WorkerPool, bytes: Bytes, dest: Dest, error: &Bytes) {
-    let cfg = &pool.shared.config;
-    let ring = pool.shared.ring.load();
-    let locate = |key: &[u8]| ring.locate(cfg.hash, cfg.hash_tag, key).map(|s| s as u16);
+use super::Session;
+use super::dispatch::send_fragment;
+use crate::memcache::ReplyKind;
+use crate::memcache::lines::NO_SERVER;
+use crate::memcache::request::{placement_key, write_meta_get_as_classic};
+use crate::pool::{ReplySink, Seq, Unsent};
+
+/// Sends `req`, fragment `frag` of request `seq`, to its key's owner now. A multi-key
+/// retrieval whose keys now live on several servers is split further. Without a live owner the
+/// request gets `NO_SERVER`; a keyless one (a broadcast) gets the failure's error.
+pub(super) fn resend(s: &Rc<Session>, seq: Seq, frag: u16, req: Unsent) {
+    let pool = &s.pool;
+    let place = |key: &[u8]| pool.place(key).map(|server| server as u16);
     // A fragment of a split retrieval (its bytes may be part of a joined line): its keys come
     // from the gather.
-    if let Dest::Slot { pending, seq, frag } = &dest
-        && let Some(servers) = pending.with_gather(*seq, |g| {
-            g.fragment_keys(*frag)
-                .map(locate)
-                .collect::<Option<Vec<u16>>>()
-        })
-    {
+    let fragment = s.pending.with_gather(seq, |g| {
+        g.fragment_keys(frag)
+            .map(place)
+            .collect::<Option<Vec<u16>>>()
+    });
+    if let Some(servers) = fragment {
         let Some(servers) = servers else {
-            return settle(dest, Bytes::from_static(NO_SERVER));
+            return s.reply(seq, frag, Bytes::from_static(NO_SERVER));
         };
-        for (server, f) in pending.refragment(*seq, *frag, None, &servers) {
-            send_fragment(pool, pending, *seq, f, server);
+        for (server, f) in s.pending.refragment(seq, frag, None, &servers) {
+            send_fragment(s, seq, f, server);
         }
         return;
     }
-    let mut buf = BytesMut::from(&bytes[..]);
-    let req = match decode(&mut buf, usize::MAX) {
-        Ok(Some(req)) if req.command.is_keyed() => req,
-        _ => return settle(dest, error.clone()),
-    };
-    if req.command.is_retrieval() && req.key_count() > 1 {
+    let keys = req.key.of(&req.bytes);
+    if keys.is_empty() {
+        return s.reply(seq, frag, req.error);
+    }
+    if req.kind == ReplyKind::Retrieval && keys.contains(&b' ') {
         // A multi-key retrieval that went whole to one server: split by key now.
-        let Some(servers) = req.keys().map(locate).collect::<Option<Vec<u16>>>() else {
-            return settle(dest, Bytes::from_static(NO_SERVER));
+        let servers = keys
+            .split(|&b| b == b' ')
+            .filter(|k| !k.is_empty())
+            .map(place);
+        let Some(servers) = servers.collect::<Option<Vec<u16>>>() else {
+            return s.reply(seq, frag, Bytes::from_static(NO_SERVER));
         };
-        let Dest::Slot { pending, seq, frag } = dest else {
-            return;
-        };
-        for (server, f) in pending.refragment(seq, frag, Some(&req), &servers) {
-            send_fragment(pool, &pending, seq, f, server);
+        let whole = Some((req.bytes.clone(), req.key.range()));
+        for (server, f) in s.pending.refragment(seq, frag, whole, &servers) {
+            send_fragment(s, seq, f, server);
         }
         return;
     }
     let mut scratch = [0u8; 512];
-    let key = req.placement_key(&mut scratch);
-    let Some(server) = ring.locate(cfg.hash, cfg.hash_tag, key) else {
-        return settle(dest, Bytes::from_static(NO_SERVER));
+    let key = placement_key(keys, req.key.is_base64(), &mut scratch);
+    let Some(server) = pool.place(key) else {
+        return s.reply(seq, frag, Bytes::from_static(NO_SERVER));
     };
-    let backend = pool.backend(server, dest_affinity(&dest));
-    let from_meta = matches!(&dest, Dest::Slot { pending, seq, .. } if pending.is_from_meta(*seq));
-    if from_meta && !backend.speaks_meta() {
+    let backend = pool.backend(server, s.id);
+    if s.pending.is_from_meta(seq) && !backend.speaks_meta() {
         // A classic retrieval walnut sent as a meta get: asked classically again.
-        backend.send(dest, ReplyKind::Retrieval, |buf| {
-            req.write_meta_get_as_classic(buf)
+        backend.send(s.dest(seq, frag), ReplyKind::Retrieval, |buf| {
+            write_meta_get_as_classic(&req.bytes, buf)
         });
     } else {
-        backend.send(dest, ReplyKind::of(req.command), |buf| {
-            buf.put_slice(&bytes)
+        backend.send(s.dest(seq, frag), req.kind, |buf| {
+            buf.put_slice(&req.bytes);
+            req.key
         });
-    }
-}
-
-fn dest_affinity(dest: &Dest) -> usize {
-    match dest {
-        Dest::Slot { pending, .. } => affinity(pending),
-        Dest::Discard => 0,
-    }
-}
-
-fn settle(dest: Dest, reply: Bytes) {
-    if let Dest::Slot { pending, seq, frag } = dest {
-        pending.deliver(seq, frag, reply);
     }
 }

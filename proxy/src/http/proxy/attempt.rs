@@ -135,7 +135,7 @@ impl Session<'_> {
             Framing::Chunked | Framing::Close if h11 => (Out::Chunked, self.head.keep_alive),
             Framing::Chunked | Framing::Close => (Out::Raw, false),
         };
-        keep &= !*self.shutdown.borrow();
+        keep &= !self.shutdown.is_shutdown();
         self.response_head(&conn.buf[..len], resp_framing, out_mode, keep);
         conn.buf.advance(len);
         let mut rest = resp_framing;

@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Worker;
@@ -18,6 +17,7 @@ use super::headers::{hop_by_hop, put, put_number, reason};
 use super::upstream::{self};
 use crate::config::LocationAction;
 use crate::plugin::{HttpEdits, HttpVerdict};
+use crate::shutdown::Shutdown;
 use crate::timer::Timer;
 
 mod attempt;
@@ -46,13 +46,13 @@ struct Session<'w> {
     scratch: Vec<u8>,
     key: Vec<u8>,
     edits: HttpEdits,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     /// Every timeout of this connection, client and upstream side (one at a time).
     timer: Timer,
 }
 
 /// Serves one client until it closes, misbehaves, idles out or walnut shuts down.
-pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: watch::Receiver<bool>) {
+pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shutdown) {
     let mut s = Session {
         w,
         client,
@@ -86,7 +86,7 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: watc
         if !s.handle().await {
             break true;
         }
-        if *s.shutdown.borrow() {
+        if s.shutdown.is_shutdown() {
             break false;
         }
     };
@@ -132,7 +132,7 @@ impl Session<'_> {
             self.buf.reserve(4096);
             let read = tokio::select! {
                 r = self.timer.timeout(cfg.keepalive_timeout, self.client.read_buf(&mut self.buf)) => r,
-                _ = self.shutdown.changed() => return Ok(false),
+                () = self.shutdown.recv() => return Ok(false),
             };
             if !matches!(read, Ok(Ok(n)) if n > 0) {
                 return Ok(false);
@@ -227,7 +227,7 @@ impl Session<'_> {
         let keep = keep
             && self.head.keep_alive
             && !(unread_body && self.head.expect_continue)
-            && !*self.shutdown.borrow();
+            && !self.shutdown.is_shutdown();
         let default;
         let body = match body {
             Some(b) => b,

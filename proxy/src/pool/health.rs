@@ -9,8 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::PoolShared;
-use crate::config::ServerAddr;
-use crate::ring::{Ring, RingServer};
+use crate::net::Stream;
 use crate::stats::PoolStats;
 
 /// One server's standing in its pool.
@@ -95,21 +94,7 @@ impl PoolShared {
     /// Rebuilds the ring from the servers not ejected, as nutcracker rebuilds its continuum.
     pub fn rebuild_ring(&self) {
         let _guard = self.ring_lock.0.lock().unwrap_or_else(|e| e.into_inner());
-        let live: Vec<bool> = self.health.iter().map(|h| !h.is_ejected()).collect();
-        let servers: Vec<RingServer> = self
-            .names
-            .iter()
-            .zip(&self.config.servers)
-            .map(|(n, s)| RingServer {
-                name: n.as_bytes(),
-                weight: s.weight,
-            })
-            .collect();
-        self.ring.store(std::sync::Arc::new(Ring::build(
-            self.config.distribution,
-            &servers,
-            &live,
-        )));
+        self.ring.store(std::sync::Arc::new(self.build_ring()));
     }
 
     /// Brings `server` back into the ring after a successful probe.
@@ -130,10 +115,9 @@ pub async fn probe_until_alive(pool: std::sync::Arc<PoolShared>, server: usize) 
         .server_retry_timeout
         .max(Duration::from_millis(1));
     let limit = pool.config.timeout.unwrap_or(Duration::from_secs(1));
-    let addr = pool.config.servers[server].addr.clone();
     loop {
         tokio::time::sleep(retry).await;
-        match tokio::time::timeout(limit, probe(&addr)).await {
+        match tokio::time::timeout(limit, probe(&pool, server, limit)).await {
             Ok(Ok(())) => {
                 pool.rejoin(server);
                 return;
@@ -148,31 +132,26 @@ pub async fn probe_until_alive(pool: std::sync::Arc<PoolShared>, server: usize) 
     }
 }
 
-async fn probe(addr: &ServerAddr) -> std::io::Result<()> {
-    async fn ask<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-        mut s: S,
-    ) -> std::io::Result<()> {
-        s.write_all(b"version\r\n").await?;
-        let mut buf = [0u8; 256];
-        let mut have = 0;
-        loop {
-            let n = s.read(&mut buf[have..]).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            have += n;
-            if buf[..have].contains(&b'\n') || have == buf.len() {
-                break;
-            }
+/// Connects to `server` as a serving connection would, asks `version` and checks the answer.
+async fn probe(pool: &PoolShared, server: usize, limit: Duration) -> std::io::Result<()> {
+    let addr = &pool.config.servers[server].addr;
+    let mut s = Stream::connect(addr, pool.config.tcpkeepalive, limit).await?;
+    s.write_all(b"version\r\n").await?;
+    let mut buf = [0u8; 256];
+    let mut have = 0;
+    loop {
+        let n = s.read(&mut buf[have..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        if buf.starts_with(b"VERSION ") {
-            Ok(())
-        } else {
-            Err(std::io::Error::other("unexpected reply to version"))
+        have += n;
+        if buf[..have].contains(&b'\n') || have == buf.len() {
+            break;
         }
     }
-    match addr {
-        ServerAddr::Tcp { addr, .. } => ask(tokio::net::TcpStream::connect(addr).await?).await,
-        ServerAddr::Unix { path } => ask(tokio::net::UnixStream::connect(path).await?).await,
+    if buf.starts_with(b"VERSION ") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("unexpected reply to version"))
     }
 }

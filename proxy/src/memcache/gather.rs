@@ -7,7 +7,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::memcache::reply::{is_error, value_blocks};
+use super::lines::{END, NO_REPLY};
+use super::reply::{is_error, value_blocks};
+use super::rewrite::put_value_as;
 
 #[derive(Default)]
 pub struct Gather {
@@ -111,7 +113,7 @@ impl Gather {
                     .iter()
                     .flatten()
                     .next()
-                    .map_or(&b"SERVER_ERROR no reply\r\n"[..], |r| &r[..]),
+                    .map_or(NO_REPLY, |r| &r[..]),
             );
             return;
         }
@@ -135,15 +137,13 @@ impl Gather {
             };
             *at += block.block.len();
             if self.sent.is_some() {
-                out.put_slice(b"VALUE ");
-                out.put_slice(key);
-                out.put_slice(block.after_key);
+                put_value_as(key, block.after_key, out);
             } else {
                 out.put_slice(block.block);
             }
         }
         self.cursors = cursors;
-        out.put_slice(b"END\r\n");
+        out.put_slice(END);
     }
 }
 

@@ -3,37 +3,23 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::config::ServerAddr;
-use crate::memcache::ReplyScanner;
-use crate::memcache::reply::ReplyKind;
-use crate::session::pending::{Pending, Seq};
-use crate::stats::PoolStats;
+use super::failure::Failure;
+use super::health::{self, Standing};
+use super::{Dest, PoolShared, Unsent};
+use crate::memcache::join::{Join, Joins};
+use crate::memcache::{KeySpan, ReplyKind, ReplyScanner};
+use crate::net::Stream;
+use crate::stats::{PoolStats, ServerCounters};
 use crate::timer::Timer;
-use crate::upstream::WorkerPool;
-use crate::upstream::failure::Failure;
-use crate::upstream::health::{self, Standing};
-use crate::upstream::join::{Join, Joins};
 use crate::wake::LocalWake;
-
-/// Who gets a reply.
-pub enum Dest {
-    /// Nobody: a `noreply` request (forwarded without `noreply` so replies stay in step).
-    Discard,
-    /// Fragment `frag` of request `seq` of a client connection.
-    Slot {
-        pending: Rc<Pending>,
-        seq: Seq,
-        frag: u16,
-    },
-}
 
 struct Inflight {
     dest: Dest,
@@ -42,19 +28,28 @@ struct Inflight {
     deadline: Option<Instant>,
     /// Bytes of the request in the queue, so a request never written can be sent elsewhere.
     len: u32,
+    /// Where the request's key is in those bytes.
+    key: KeySpan,
     join: Join,
 }
 
-/// Static facts about the server this connection goes to.
+/// The server a connection goes to, and the counters it keeps.
 pub struct Target {
-    pub addr: ServerAddr,
-    pub name: String,
-    pub timeout: Option<Duration>,
-    pub tcpkeepalive: bool,
-    pub stats: Arc<PoolStats>,
+    pub shared: Arc<PoolShared>,
+    /// The server's index in the pool.
     pub index: usize,
-    /// The worker's pool, to re-route requests that never reached this server.
-    pub pool: Weak<WorkerPool>,
+    /// This worker's counters for the pool.
+    pub stats: Arc<PoolStats>,
+}
+
+impl Target {
+    fn name(&self) -> &str {
+        &self.shared.names[self.index]
+    }
+
+    fn counters(&self) -> &ServerCounters {
+        &self.stats.servers[self.index]
+    }
 }
 
 /// The state shared between the clients that enqueue and the task that drives the socket.
@@ -97,16 +92,22 @@ impl Backend {
         })
     }
 
-    /// Queues a request: `write` appends its bytes; its reply goes to `dest`.
-    pub fn send(self: &Rc<Self>, dest: Dest, kind: ReplyKind, write: impl FnOnce(&mut BytesMut)) {
-        let (before, len) = {
+    /// Queues a request: `write` appends its bytes and says where its key went; its reply,
+    /// expected to be of `kind`, goes to `dest`.
+    pub fn send(
+        self: &Rc<Self>,
+        dest: Dest,
+        kind: ReplyKind,
+        write: impl FnOnce(&mut BytesMut) -> KeySpan,
+    ) {
+        let (before, len, key) = {
             let mut queue = self.queue.borrow_mut();
             self.joins.borrow_mut().close();
             let before = queue.len();
-            write(&mut queue);
-            (before, queue.len() - before)
+            let key = write(&mut queue);
+            (before, queue.len() - before, key)
         };
-        self.enqueue(dest, kind, before, len, Join::Alone);
+        self.enqueue(dest, kind, before, len, key, Join::Alone);
     }
 
     /// Queues a fragment of a split retrieval: `prefix` is its command (`get `, `gat 10 `) and
@@ -127,7 +128,14 @@ impl Backend {
                 .append(&mut queue, prefix, write_keys);
             (before, queue.len() - before, join)
         };
-        self.enqueue(dest, ReplyKind::Retrieval, before, len, join);
+        self.enqueue(
+            dest,
+            ReplyKind::Retrieval,
+            before,
+            len,
+            KeySpan::default(),
+            join,
+        );
     }
 
     /// Records a request whose `len` bytes were appended to the queue at `before`.
@@ -137,17 +145,24 @@ impl Backend {
         kind: ReplyKind,
         before: usize,
         len: usize,
+        key: KeySpan,
         join: Join,
     ) {
-        let stats = &self.target.stats.servers[self.target.index];
+        let stats = self.target.counters();
         stats.requests.incr();
         stats.request_bytes.add(len as u64);
-        let deadline = self.target.timeout.map(|t| Instant::now() + t);
+        let deadline = self
+            .target
+            .shared
+            .config
+            .timeout
+            .map(|t| Instant::now() + t);
         self.inflight.borrow_mut().push_back(Inflight {
             dest,
             kind,
             deadline,
             len: len as u32,
+            key,
             join,
         });
         if !self.running.get() {
@@ -174,26 +189,15 @@ impl Backend {
 
     /// Connects, then drives the connection until it fails or has nothing left to do.
     async fn run(self: Rc<Self>) {
-        let stats = &self.target.stats.servers[self.target.index];
+        let stats = self.target.counters();
         // Each connection asks anew: the server may have been replaced by an older one.
         self.meta.set(false);
-        let connected = self.connect().await;
-        if connected.is_ok() {
-            self.generation.set(self.generation.get() + 1);
-            tokio::task::spawn_local(Rc::clone(&self).probe_meta(self.generation.get()));
-        }
-        let result = match connected {
-            Ok(Stream::Tcp(s)) => {
+        let result = match self.connect().await {
+            Ok(stream) => {
+                self.generation.set(self.generation.get() + 1);
+                tokio::task::spawn_local(Rc::clone(&self).probe_meta(self.generation.get()));
                 stats.server_connections.incr();
-                let (r, w) = s.into_split();
-                let res = self.drive(r, w).await;
-                stats.server_connections.decr();
-                res
-            }
-            Ok(Stream::Unix(s)) => {
-                stats.server_connections.incr();
-                let (r, w) = s.into_split();
-                let res = self.drive(r, w).await;
+                let res = self.drive(&stream).await;
                 stats.server_connections.decr();
                 res
             }
@@ -205,7 +209,7 @@ impl Backend {
                 Failure::Closed => stats.server_eof.incr(),
                 _ => stats.server_err.incr(),
             }
-            tracing::warn!(server = %self.target.name, reason = failure.text(), "server connection failed");
+            tracing::warn!(server = %self.target.name(), reason = failure.text(), "server connection failed");
             self.fail_all(failure);
         }
         self.running.set(false);
@@ -216,46 +220,30 @@ impl Backend {
         }
     }
 
+    /// Connects within the pool's `timeout` (10 s without one).
     async fn connect(&self) -> Result<Stream, Failure> {
-        let limit = self.target.timeout.unwrap_or(Duration::from_secs(10));
-        let attempt = async {
-            match &self.target.addr {
-                ServerAddr::Tcp { addr, .. } => {
-                    let socket = if addr.is_ipv4() {
-                        tokio::net::TcpSocket::new_v4()
-                    } else {
-                        tokio::net::TcpSocket::new_v6()
-                    }?;
-                    if self.target.tcpkeepalive {
-                        socket.set_keepalive(true)?;
-                    }
-                    let s = socket.connect(*addr).await?;
-                    s.set_nodelay(true)?;
-                    Ok(Stream::Tcp(s))
-                }
-                ServerAddr::Unix { path } => {
-                    Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?))
-                }
-            }
-        };
-        match tokio::time::timeout(limit, attempt).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(Failure::from_io(&e)),
-            Err(_) => Err(Failure::ConnectTimedOut),
-        }
+        let cfg = &self.target.shared.config;
+        let limit = cfg.timeout.unwrap_or(Duration::from_secs(10));
+        let addr = &cfg.servers[self.target.index].addr;
+        Stream::connect(addr, cfg.tcpkeepalive, limit)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => Failure::ConnectTimedOut,
+                _ => Failure::from_io(&e),
+            })
     }
 
     /// Asks the server, on a short connection of its own, whether it speaks the meta protocol
     /// (`mn` answered `MN`). Never on the serving connection: a server or proxy that does not know
     /// `mn` may close the connection (nutcracker does), taking the requests on it along.
     async fn probe_meta(self: Rc<Self>, generation: u64) {
-        let limit = self.target.timeout.unwrap_or(Duration::from_secs(2));
-        let ask = async {
-            match self.connect().await.ok()? {
-                Stream::Tcp(s) => ask_mn(s).await,
-                Stream::Unix(s) => ask_mn(s).await,
-            }
-        };
+        let limit = self
+            .target
+            .shared
+            .config
+            .timeout
+            .unwrap_or(Duration::from_secs(2));
+        let ask = async { ask_mn(self.connect().await.ok()?).await };
         let meta = tokio::time::timeout(limit, ask).await.ok().flatten();
         if meta == Some(true) && self.generation.get() == generation && self.running.get() {
             self.meta.set(true);
@@ -263,12 +251,8 @@ impl Backend {
     }
 
     /// Writes queued requests and reads replies until the connection fails or goes idle.
-    async fn drive<R, W>(&self, mut rd: R, mut wr: W) -> Result<(), Failure>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        let stats = &self.target.stats.servers[self.target.index];
+    async fn drive(&self, stream: &Stream) -> Result<(), Failure> {
+        let stats = self.target.counters();
         let mut group: Vec<Inflight> = Vec::new();
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
@@ -286,7 +270,7 @@ impl Backend {
             let head_deadline = self.inflight.borrow().front().and_then(|i| i.deadline);
             tokio::select! {
                 biased;
-                r = rd.read_buf(&mut rbuf) => {
+                r = stream.read_buf(&mut rbuf) => {
                     let mut replied = false;
                     match r {
                         Ok(0) => return Err(Failure::Closed),
@@ -303,9 +287,7 @@ impl Backend {
                         let reply = rbuf.split_to(n).freeze();
                         if !replied {
                             replied = true;
-                            if let Some(pool) = self.target.pool.upgrade() {
-                                pool.shared.record_success(self.target.index);
-                            }
+                            self.target.shared.record_success(self.target.index);
                         }
                         // The request the reply answers, with those joined to its line.
                         {
@@ -324,19 +306,19 @@ impl Backend {
                         stats.responses.add(group.len() as u64);
                         stats.response_bytes.add(reply.len() as u64);
                         if group[0].join == Join::Alone {
-                            self.settle(group.pop().expect("one").dest, reply);
+                            group.pop().expect("one").dest.settle(reply);
                             continue;
                         }
                         self.joins.borrow_mut().split(&reply, group.iter().map(|e| e.join), &mut pieces);
                         for (entry, piece) in group.drain(..).zip(pieces.drain(..)) {
-                            self.settle(entry.dest, piece);
+                            entry.dest.settle(piece);
                         }
                     }
                     if rbuf.capacity() - rbuf.len() < 1024 {
                         rbuf.reserve(READ_CHUNK);
                     }
                 }
-                r = wr.write(&sending), if !sending.is_empty() => {
+                r = stream.write(&sending), if !sending.is_empty() => {
                     match r {
                         Ok(0) => return Err(Failure::Closed),
                         Ok(n) => sending.advance(n),
@@ -354,36 +336,19 @@ impl Backend {
         }
     }
 
-    /// Hands `reply` to whoever waits for it.
-    fn settle(&self, dest: Dest, reply: Bytes) {
-        match dest {
-            Dest::Slot { pending, seq, frag } => pending.deliver(seq, frag, reply),
-            Dest::Discard => {}
-        }
-    }
-
     /// Settles every request on this connection after `failure`. Those that may have reached
-    /// the server get the error, in order. Those never written go to their keys' new owners
-    /// when the failure took the server out of the ring, and get the error otherwise.
+    /// the server get the error, in order. Those never written are handed back to their client
+    /// connections to go to their keys' new owners when the failure took the server out of the
+    /// ring, and get the error otherwise.
     fn fail_all(&self, failure: Failure) {
-        let pool = self.target.pool.upgrade();
-        let standing = match &pool {
-            Some(pool) => {
-                let standing = pool.shared.record_failure(
-                    self.target.index,
-                    &self.target.stats,
-                    failure.text(),
-                );
-                if standing == Standing::EjectedNow {
-                    tokio::task::spawn_local(health::probe_until_alive(
-                        Arc::clone(&pool.shared),
-                        self.target.index,
-                    ));
-                }
-                standing
-            }
-            None => Standing::InRing,
-        };
+        let shared = &self.target.shared;
+        let standing = shared.record_failure(self.target.index, &self.target.stats, failure.text());
+        if standing == Standing::EjectedNow {
+            tokio::task::spawn_local(health::probe_until_alive(
+                Arc::clone(shared),
+                self.target.index,
+            ));
+        }
         self.joins.borrow_mut().clear();
         let queued = std::mem::take(&mut *self.queue.borrow_mut()).freeze();
         let entries = std::mem::take(&mut *self.inflight.borrow_mut());
@@ -395,28 +360,26 @@ impl Backend {
                 let bytes = queued.slice(offset..offset + entry.len as usize);
                 offset += entry.len as usize;
                 if standing != Standing::InRing {
-                    if let Some(pool) = &pool {
-                        crate::session::reroute::reroute(pool, bytes, entry.dest, &reply);
-                        continue;
-                    }
+                    let Dest { sink, seq, frag } = entry.dest;
+                    let unsent = Unsent {
+                        bytes,
+                        key: entry.key,
+                        kind: entry.kind,
+                        error: reply.clone(),
+                    };
+                    sink.resend(seq, frag, unsent);
+                    continue;
                 }
             }
-            if let Dest::Slot { pending, seq, frag } = entry.dest {
-                pending.deliver(seq, frag, reply.clone());
-            }
+            entry.dest.settle(reply.clone());
         }
     }
 }
 
 /// Sends `mn`; whether the answer is `MN` (`None` when the peer closed or failed instead).
-async fn ask_mn<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> Option<bool> {
+async fn ask_mn(mut s: Stream) -> Option<bool> {
     s.write_all(b"mn\r\n").await.ok()?;
     let mut answer = [0u8; 4];
     s.read_exact(&mut answer).await.ok()?;
     Some(&answer == b"MN\r\n")
-}
-
-enum Stream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
 }

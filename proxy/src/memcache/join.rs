@@ -6,7 +6,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::memcache::reply::{is_error, value_blocks};
+use super::reply::{is_error, value_blocks};
 
 /// Joined lines stay below this length, far under memcached's limits for a command line.
 const MAX_LINE: usize = 2000;

@@ -1,0 +1,163 @@
+//! Every change walnut makes to a server's reply before the client sees it: a key a plugin
+//! rewrote shown as the client's own (in `VALUE` lines, the meta `k` flag and `me`), replies a
+//! meta `q` flag hides, and meta get replies shown as the classic retrievals they stand for.
+
+use bytes::{BufMut, BytesMut};
+
+use super::Command;
+use super::reply::{MetaHit, meta_hit, value_blocks};
+
+/// Writes a `VALUE` block under `key`: `after_key` is the rest of the block as the server sent
+/// it (` <flags> <bytes> [<cas>]\r\n`, the data and its `\r\n`).
+pub fn put_value_as(key: &[u8], after_key: &[u8], out: &mut BytesMut) {
+    out.put_slice(b"VALUE ");
+    out.put_slice(key);
+    out.put_slice(after_key);
+}
+
+/// Writes a meta reply with the key it echoes replaced by `key`: the `k` flag's token, and the
+/// key of `me`'s `ME <key> ...` line. The rest of the reply (a value block) is copied as is.
+pub fn put_meta_as(reply: &[u8], key: &[u8], out: &mut BytesMut) {
+    let eol = memchr::memchr(b'\n', reply).map_or(reply.len(), |i| i + 1);
+    let line = reply[..eol].strip_suffix(b"\r\n").unwrap_or(&reply[..eol]);
+    let is_me = line.starts_with(b"ME ");
+    for (i, token) in line.split(|&b| b == b' ').enumerate() {
+        if i > 0 {
+            out.put_u8(b' ');
+        }
+        if is_me && i == 1 {
+            out.put_slice(key);
+        } else if !is_me && i > 0 && token.first() == Some(&b'k') {
+            out.put_u8(b'k');
+            out.put_slice(key);
+        } else {
+            out.put_slice(token);
+        }
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(&reply[eol..]);
+}
+
+/// The replies a meta command's `q` flag hides, as memcached 1.6 hides them.
+pub fn quiet_hides(cmd: Command, reply: &[u8]) -> bool {
+    match cmd {
+        Command::MetaGet => reply.starts_with(b"EN"),
+        Command::MetaSet | Command::MetaDelete => reply.starts_with(b"HD"),
+        Command::MetaArithmetic => reply.starts_with(b"HD") || reply.starts_with(b"VA "),
+        _ => false,
+    }
+}
+
+/// Writes the reply to `mg <key> f v [c] [T..]` as memcached answers the classic one-key
+/// retrieval it stands for: `VA <len> f<flags> [c<cas>]` and its data become `VALUE <key>
+/// <flags> <len> [<cas>]`, the data and `END`; `EN` becomes `END`. The classic reply of a
+/// server that was asked classically is shown under `key`; an error is passed on as it is.
+pub fn meta_get_as_classic(reply: &[u8], key: &[u8], cas: bool, out: &mut BytesMut) {
+    if reply == b"EN\r\n" {
+        out.put_slice(super::lines::END);
+        return;
+    }
+    if !reply.starts_with(b"VA ") {
+        // A classic reply (the request was re-sent classically): shown under `key` too.
+        match value_blocks(reply).next() {
+            Some(block) => {
+                put_value_as(key, &reply[6 + block.key.len()..], out);
+            }
+            None => out.put_slice(reply),
+        }
+        return;
+    }
+    match meta_hit(reply) {
+        Some(hit) => {
+            put_hit_as_value(&hit, key, cas, out);
+            out.put_slice(super::lines::END);
+        }
+        None => out.put_slice(reply),
+    }
+}
+
+/// Writes a meta hit as a classic `VALUE <key> <flags> <len> [<cas>]` block.
+fn put_hit_as_value(hit: &MetaHit<'_>, key: &[u8], cas: bool, out: &mut BytesMut) {
+    out.put_slice(b"VALUE ");
+    out.put_slice(key);
+    out.put_u8(b' ');
+    out.put_slice(hit.flags);
+    out.put_u8(b' ');
+    out.put_slice(hit.len);
+    if cas {
+        out.put_u8(b' ');
+        out.put_slice(hit.cas);
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(hit.data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_get_replies_read_as_classic_ones() {
+        let classic = |reply: &[u8], cas| {
+            let mut out = BytesMut::new();
+            meta_get_as_classic(reply, b"k1", cas, &mut out);
+            out.to_vec()
+        };
+        assert_eq!(classic(b"EN\r\n", false), b"END\r\n");
+        assert_eq!(
+            classic(b"VA 3 f7\r\nabc\r\n", false),
+            b"VALUE k1 7 3\r\nabc\r\nEND\r\n"
+        );
+        assert_eq!(
+            classic(b"VA 2 f0 c99\r\n\r\n\r\n", true),
+            b"VALUE k1 0 2 99\r\n\r\n\r\nEND\r\n"
+        );
+        // Flags in any order; an empty value.
+        assert_eq!(
+            classic(b"VA 0 c5 f4294967295\r\n\r\n", true),
+            b"VALUE k1 4294967295 0 5\r\n\r\nEND\r\n"
+        );
+        for passed in [
+            &b"SERVER_ERROR out of memory\r\n"[..],
+            b"CLIENT_ERROR bad command line format\r\n",
+            b"ERROR\r\n",
+            b"END\r\n",
+            b"VALUE k1 0 1\r\nx\r\nEND\r\n",
+        ] {
+            assert_eq!(classic(passed, false), passed);
+        }
+        assert_eq!(
+            classic(b"VALUE new:k1 3 1 8\r\nx\r\nEND\r\n", true),
+            b"VALUE k1 3 1 8\r\nx\r\nEND\r\n"
+        );
+    }
+
+    #[test]
+    fn meta_replies_echo_the_clients_key() {
+        let rekeyed = |reply: &[u8]| {
+            let mut out = BytesMut::new();
+            put_meta_as(reply, b"client", &mut out);
+            out.to_vec()
+        };
+        assert_eq!(rekeyed(b"HD kt1/client c5\r\n"), b"HD kclient c5\r\n");
+        assert_eq!(
+            rekeyed(b"VA 1 kt1/client\r\nx\r\n"),
+            b"VA 1 kclient\r\nx\r\n"
+        );
+        assert_eq!(
+            rekeyed(b"ME t1/client exp=-1 la=1\r\n"),
+            b"ME client exp=-1 la=1\r\n"
+        );
+        assert_eq!(rekeyed(b"EN\r\n"), b"EN\r\n");
+    }
+
+    #[test]
+    fn quiet_mode_hides_what_memcached_hides() {
+        assert!(quiet_hides(Command::MetaGet, b"EN\r\n"));
+        assert!(!quiet_hides(Command::MetaGet, b"VA 1\r\nx\r\n"));
+        assert!(quiet_hides(Command::MetaSet, b"HD\r\n"));
+        assert!(!quiet_hides(Command::MetaSet, b"NS\r\n"));
+        assert!(quiet_hides(Command::MetaArithmetic, b"VA 1\r\n5\r\n"));
+        assert!(!quiet_hides(Command::MetaDebug, b"EN\r\n"));
+    }
+}
