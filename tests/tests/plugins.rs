@@ -372,3 +372,138 @@ fn the_example_config_loads_with_its_plugins() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Where a ring of the `live` servers mc1..mc3 puts `key`.
+fn live_owner(live: [bool; 3], key: &[u8]) -> usize {
+    walnut::ring::Ring::build(
+        walnut::ring::Distribution::Ketama,
+        &["mc1", "mc2", "mc3"].map(|n| walnut::ring::RingServer {
+            name: n.as_bytes(),
+            weight: 1,
+        }),
+        &live,
+    )
+    .locate(walnut::hash::HashKind::Fnv1a64, None, key)
+    .expect("a live server")
+}
+
+#[test]
+fn keys_a_plugin_places_stay_where_it_places_them_through_a_failover_under_load() {
+    let mut ms = start3();
+    // The two workers' connections to mc2 see it close (two failures); the third failure is a
+    // refused connect, which ejects mc2 and hands back the requests queued for it meanwhile,
+    // to be placed again. No rejoin while the test runs.
+    let options = "  timeout: 1000\n  auto_eject_hosts: true\n  server_failure_limit: 3\n  server_retry_timeout: 60000\n";
+    let plugins = format!(
+        "  plugins:\n{}",
+        entry("   ", "hash_select", "{ until: \"|\" }", "")
+    );
+    let walnut = Proxy::walnut_with(
+        &(mc_pool(&addresses(&ms), options) + &plugins),
+        &["-w", "2"],
+    );
+    // Four clients, each with its own tenants' keys `user<t>|<j>|name`, written and read back
+    // in pipelined batches while mc2 dies.
+    let threads = 4;
+    let tenants: Vec<String> = (0..40).map(|t| format!("user{t}")).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let mut c = walnut.client();
+            let stop = std::sync::Arc::clone(&stop);
+            let keys: Vec<String> = tenants
+                .iter()
+                .skip(t)
+                .step_by(threads)
+                .flat_map(|tenant| (0..5).map(move |j| format!("{tenant}|{j}|name")))
+                .collect();
+            std::thread::spawn(move || {
+                let mut last: Vec<Option<String>> = vec![None; keys.len()];
+                let (mut wrong, mut requests, mut round) = (Vec::new(), 0usize, 0usize);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for (batch, chunk) in keys.chunks(10).enumerate() {
+                        let base = batch * 10;
+                        let values: Vec<String> = (0..chunk.len())
+                            .map(|i| format!("t{t}r{round}k{}", base + i))
+                            .collect();
+                        let mut wire = Vec::new();
+                        for (key, value) in chunk.iter().zip(&values) {
+                            wire.extend_from_slice(
+                                format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(),
+                            );
+                        }
+                        c.send(&wire);
+                        let replies =
+                            String::from_utf8_lossy(&c.read_replies(chunk.len())).into_owned();
+                        for (i, reply) in replies.split_inclusive("\r\n").enumerate() {
+                            if reply == "STORED\r\n" {
+                                last[base + i] = Some(values[i].clone());
+                            }
+                        }
+                        let gets: String = chunk.iter().map(|k| format!("get {k}\r\n")).collect();
+                        c.send(gets.as_bytes());
+                        let replies = c.read_replies(chunk.len());
+                        let mut rest = &replies[..];
+                        for (i, key) in chunk.iter().enumerate() {
+                            let n = walnut_tests::reply_len(rest).expect("a whole reply");
+                            let reply = String::from_utf8_lossy(&rest[..n]).into_owned();
+                            rest = &rest[n..];
+                            if let Some(block) = reply.strip_prefix("VALUE ") {
+                                let value = block.split("\r\n").nth(1).unwrap_or_default();
+                                if last[base + i].as_deref() != Some(value) {
+                                    wrong.push(format!(
+                                        "{key}: read {value}, last stored {:?}",
+                                        last[base + i]
+                                    ));
+                                }
+                            }
+                        }
+                        requests += 2 * chunk.len();
+                    }
+                    round += 1;
+                }
+                (keys, last, wrong, requests)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    ms[1].kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut requests = 0;
+    for h in handles {
+        let (keys, last, wrong, n) = h.join().expect("load thread");
+        requests += n;
+        assert!(
+            wrong.is_empty(),
+            "every value read is the last one written: {wrong:?}"
+        );
+        // Each key is on the server its tenant maps to on the live ring, and nowhere else.
+        for (key, last) in keys.iter().zip(last) {
+            let tenant = key.split('|').next().expect("tenant");
+            let home = live_owner([true, false, true], tenant.as_bytes());
+            let last = last.unwrap_or_else(|| panic!("{key} was stored after the failover"));
+            for live in [0, 2] {
+                let held = ms[live].client().get(key.as_bytes());
+                if live == home {
+                    assert_eq!(
+                        held.as_deref(),
+                        Some(last.as_bytes()),
+                        "{key} on mc{}",
+                        home + 1
+                    );
+                } else {
+                    assert_eq!(
+                        held,
+                        None,
+                        "{key} is only on mc{}, not mc{}",
+                        home + 1,
+                        live + 1
+                    );
+                }
+            }
+        }
+    }
+    assert!(requests > 1000, "the load ran ({requests} requests)");
+    assert!(walnut.log().contains("server ejected"), "mc2 was ejected");
+}

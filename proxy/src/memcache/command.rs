@@ -105,6 +105,16 @@ impl Command {
         )
     }
 
+    /// gets, gats: the reply carries each value's cas unique.
+    pub fn returns_cas(self) -> bool {
+        matches!(self, Command::Gets | Command::Gats)
+    }
+
+    /// gat, gats: a retrieval that also sets an exptime, given before the keys.
+    pub fn is_touching_retrieval(self) -> bool {
+        matches!(self, Command::Gat | Command::Gats)
+    }
+
     /// set, add, replace, append, prepend, cas: a data block follows the line.
     pub fn is_storage(self) -> bool {
         matches!(

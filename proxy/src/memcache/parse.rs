@@ -236,7 +236,7 @@ pub(super) fn parse_line(
 /// `get <key>+`, `gat <exptime> <key>+`: any number of keys, so no token array.
 fn parse_retrieval(command: Command, line: &[u8], name_end: usize) -> Result<Head, ProtocolError> {
     let mut rest = name_end;
-    if matches!(command, Command::Gat | Command::Gats) {
+    if command.is_touching_retrieval() {
         let (exp, end) = next_token(line, rest).ok_or(ProtocolError::BadFormat)?;
         parse_i64(exp)?;
         rest = end;

@@ -119,11 +119,10 @@ impl Request {
     /// `write_as_meta_get` can write this request.
     pub fn fits_meta_get(&self) -> bool {
         match self.command {
-            Command::Get | Command::Gets => self.key_count == 1,
-            Command::Gat | Command::Gats => {
+            c if c.is_touching_retrieval() => {
                 self.key_count == 1 && self.tokens().next().is_some_and(is_integer)
             }
-            _ => false,
+            c => c.is_retrieval() && self.key_count == 1,
         }
     }
 
@@ -136,7 +135,7 @@ impl Request {
         if !self.fits_meta_get() {
             return None;
         }
-        let touch = matches!(self.command, Command::Gat | Command::Gats);
+        let touch = self.command.is_touching_retrieval();
         let exptime = if touch {
             self.tokens().next().unwrap_or_default()
         } else {
@@ -146,7 +145,7 @@ impl Request {
         buf.extend_from_slice(b"mg ");
         buf.extend_from_slice(key);
         buf.extend_from_slice(b" f v");
-        if matches!(self.command, Command::Gets | Command::Gats) {
+        if self.command.returns_cas() {
             buf.extend_from_slice(b" c");
         }
         if touch {

@@ -261,10 +261,7 @@ impl Backend {
         let mut timer = Timer::default();
         loop {
             if sending.is_empty() {
-                sending.clear();
-                self.joins.borrow_mut().close();
-                std::mem::swap(&mut sending, &mut *self.queue.borrow_mut());
-                self.written.set(self.inflight.borrow().len());
+                self.take_queued(&mut sending);
             }
             // The oldest request's deadline bounds how long we wait for any reply.
             let head_deadline = self.inflight.borrow().front().and_then(|i| i.deadline);
@@ -336,6 +333,15 @@ impl Backend {
         }
     }
 
+    /// Moves every queued request into `sending` (which is empty), to be written: from now on
+    /// they may reach the server.
+    fn take_queued(&self, sending: &mut BytesMut) {
+        sending.clear();
+        self.joins.borrow_mut().close();
+        std::mem::swap(sending, &mut *self.queue.borrow_mut());
+        self.written.set(self.inflight.borrow().len());
+    }
+
     /// Settles every request on this connection after `failure`. Those that may have reached
     /// the server get the error, in order. Those never written are handed back to their client
     /// connections to go to their keys' new owners when the failure took the server out of the
@@ -382,4 +388,118 @@ async fn ask_mn(mut s: Stream) -> Option<bool> {
     let mut answer = [0u8; 4];
     s.read_exact(&mut answer).await.ok()?;
     Some(&answer == b"MN\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    use bytes::BufMut;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::pool::{ReplySink, Seq};
+
+    /// Records what a server connection reports.
+    #[derive(Default)]
+    struct Recorder {
+        replies: RefCell<Vec<(Seq, Bytes)>>,
+        resent: RefCell<Vec<(Seq, Bytes, Vec<u8>)>>,
+    }
+
+    impl ReplySink for Recorder {
+        fn reply(&self, seq: Seq, _frag: u16, reply: Bytes) {
+            self.replies.borrow_mut().push((seq, reply));
+        }
+
+        fn resend(self: Rc<Self>, seq: Seq, _frag: u16, request: Unsent) {
+            let key = request.key.of(&request.bytes).to_vec();
+            self.resent.borrow_mut().push((seq, request.bytes, key));
+        }
+    }
+
+    /// A connection to server `a` of a two-server pool with `options`.
+    fn backend(options: &str) -> (Arc<PoolShared>, Rc<Backend>) {
+        let yaml = format!(
+            "p:\n  listen: 127.0.0.1:1\n{options}  servers:\n   - 127.0.0.1:1:1 a\n   - 127.0.0.1:2:1 b\n"
+        );
+        let config = Config::parse(&yaml, Path::new("t.yml")).expect("config");
+        let pool = config.pools.into_iter().next().expect("a pool");
+        let shared = Arc::new(PoolShared::new(0, pool, Default::default()));
+        let target = Target {
+            shared: Arc::clone(&shared),
+            index: 0,
+            stats: Arc::new(PoolStats::new(2)),
+        };
+        (shared, Backend::new(Rc::new(target)))
+    }
+
+    /// Queues four requests on `b`, the first of them handed to the socket before the others
+    /// come, the last two retrievals sharing a line; then the connection fails.
+    fn four_then_fail(b: &Rc<Backend>, sink: &Rc<Recorder>) {
+        let dest = |seq| Dest {
+            sink: Rc::clone(sink) as Rc<dyn ReplySink>,
+            seq,
+            frag: 0,
+        };
+        b.send(dest(1), ReplyKind::Storage, |q| {
+            q.put_slice(b"set a 0 0 1\r\nx\r\n");
+            KeySpan::new(4, 1, false)
+        });
+        let mut sending = BytesMut::new();
+        b.take_queued(&mut sending);
+        assert_eq!(&sending[..], b"set a 0 0 1\r\nx\r\n");
+        b.send(dest(2), ReplyKind::Delete, |q| {
+            q.put_slice(b"delete bb\r\n");
+            KeySpan::new(7, 2, false)
+        });
+        b.send_fragment(dest(3), b"get ", |q| q.put_slice(b"k1 k2"));
+        b.send_fragment(dest(4), b"get ", |q| q.put_slice(b"k3"));
+        assert_eq!(&b.queue.borrow()[..], b"delete bb\r\nget k1 k2 k3\r\n");
+        b.fail_all(Failure::Closed);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failure_that_ejects_hands_back_what_was_never_written() {
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let (shared, b) = backend("  auto_eject_hosts: true\n  server_failure_limit: 1\n");
+                let sink = Rc::new(Recorder::default());
+                four_then_fail(&b, &sink);
+                assert!(shared.health[0].is_ejected());
+                // The request that may have reached the server gets the error: never guessed.
+                assert_eq!(*sink.replies.borrow(), [(1, Failure::Closed.reply())]);
+                // The rest go back to their client with their bytes and keys; the joined
+                // retrievals' keys are their gather's business.
+                let resent = sink.resent.borrow();
+                let seqs: Vec<Seq> = resent.iter().map(|r| r.0).collect();
+                assert_eq!(seqs, [2, 3, 4]);
+                assert_eq!(
+                    (&resent[0].1[..], &resent[0].2[..]),
+                    (&b"delete bb\r\n"[..], &b"bb"[..])
+                );
+                assert!(resent[1].2.is_empty() && resent[2].2.is_empty());
+                assert!(b.inflight.borrow().is_empty() && b.queue.borrow().is_empty());
+            })
+            .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failure_that_leaves_the_server_in_the_ring_errors_everything() {
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let (shared, b) = backend("  auto_eject_hosts: true\n  server_failure_limit: 2\n");
+                let sink = Rc::new(Recorder::default());
+                four_then_fail(&b, &sink);
+                assert!(!shared.health[0].is_ejected());
+                let error = Failure::Closed.reply();
+                assert_eq!(
+                    *sink.replies.borrow(),
+                    [1, 2, 3, 4].map(|seq| (seq, error.clone()))
+                );
+                assert!(sink.resent.borrow().is_empty());
+            })
+            .await;
+    }
 }

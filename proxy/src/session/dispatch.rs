@@ -180,7 +180,7 @@ fn retrieve_one(s: &Rc<Session>, req: &Request, server: usize, new_key: Option<&
     let (slot, kind) = if meta {
         let slot = Slot::FromMeta {
             key: req.frame().slice(req.keys_range()),
-            cas: matches!(req.command, Command::Gets | Command::Gats),
+            cas: req.command.returns_cas(),
             reply: None,
         };
         (slot, ReplyKind::Meta)
