@@ -157,8 +157,9 @@ impl Session<'_> {
     async fn handle(&mut self) -> bool {
         let w = self.w;
         if self.method() == b"TRACE" {
-            // nginx refuses TRACE outright: it would echo credentials back (XST).
-            return self.local(405, &[], None, true).await;
+            // nginx refuses TRACE outright (it would echo credentials back) and closes.
+            self.head.keep_alive = false;
+            return self.local(405, &[], None, false).await;
         }
         match path::normalize(&self.head_bytes[self.head.path.clone()], &mut self.uri) {
             Ok(copied) => self.uri_copied = copied,
