@@ -86,7 +86,9 @@ fn stale_backend(seen: Seen) -> FakeBackend {
     FakeBackend::start(move |stream, _| {
         let mut r = BufReader::new(stream.try_clone().unwrap());
         let mut w = stream;
-        let Some(head) = read_head(&mut r) else { return };
+        let Some(head) = read_head(&mut r) else {
+            return;
+        };
         seen.lock().unwrap().push(first_line(&head));
         let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         if let Some(head) = read_head(&mut r) {
@@ -104,8 +106,7 @@ fn a_bodyless_post_is_not_sent_twice_on_a_stale_connection_as_in_nginx() {
         bw.addr
     );
     let nginx_http = format!("upstream s {{ server {}; keepalive 8; }}", bn.addr);
-    let nginx_server =
-        "location / { proxy_pass http://s; proxy_http_version 1.1; proxy_set_header Connection \"\"; }";
+    let nginx_server = "location / { proxy_pass http://s; proxy_http_version 1.1; proxy_set_header Connection \"\"; }";
     let pair = SideBySide::start(&walnut, &nginx_http, nginx_server);
     let mut outcomes = Vec::new();
     for ((who, addr), seen) in pair.both().into_iter().zip([&sw, &sn]) {
@@ -119,7 +120,14 @@ fn a_bodyless_post_is_not_sent_twice_on_a_stale_connection_as_in_nginx() {
         let again = c.get("/again").status;
         let seen = seen.lock().unwrap().clone();
         let count = |line: &str| seen.iter().filter(|l| l.starts_with(line)).count();
-        outcomes.push((warm, post, warm2, again, count("POST /p "), count("GET /again ")));
+        outcomes.push((
+            warm,
+            post,
+            warm2,
+            again,
+            count("POST /p "),
+            count("GET /again "),
+        ));
         assert_eq!(count("POST /p "), 1, "{who}: {seen:?}");
     }
     assert_eq!(outcomes[0], outcomes[1]);
@@ -195,7 +203,8 @@ fn an_unread_request_body_never_answers_another_client() {
     }
     // With keepalive, walnut still never reuses a connection whose request carried a body
     // (a stated difference: nginx would pool it).
-    let kept = walnut_tests::Proxy::walnut_with(&config(bk.addr, "      keepalive: 8\n"), &["-w", "1"]);
+    let kept =
+        walnut_tests::Proxy::walnut_with(&config(bk.addr, "      keepalive: 8\n"), &["-w", "1"]);
     assert_eq!(smuggle_through(kept.addr), want, "walnut with keepalive");
     let _ = (sw, sn, sk);
 }
@@ -219,7 +228,8 @@ fn send_timeout_drops_a_client_that_stops_reading_as_in_nginx() {
     );
     for (who, addr) in pair.both() {
         let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
         // Not reading, for well past send_timeout.
         std::thread::sleep(Duration::from_millis(1500));
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -234,7 +244,10 @@ fn send_timeout_drops_a_client_that_stops_reading_as_in_nginx() {
             }
         };
         assert!(ended, "{who}: the connection was closed");
-        assert!(total < 64 << 20, "{who}: {total} bytes: the body was cut short");
+        assert!(
+            total < 64 << 20,
+            "{who}: {total} bytes: the body was cut short"
+        );
     }
 }
 
@@ -293,7 +306,8 @@ fn a_client_that_leaves_while_its_request_waits_closes_the_upstream_try_as_in_ng
             closed.fetch_add(1, Ordering::SeqCst);
         })
     };
-    let counters: Vec<(Arc<AtomicU32>, Arc<AtomicU32>)> = (0..2).map(|_| Default::default()).collect();
+    let counters: Vec<(Arc<AtomicU32>, Arc<AtomicU32>)> =
+        (0..2).map(|_| Default::default()).collect();
     let hw = hang(counters[0].0.clone(), counters[0].1.clone());
     let hn = hang(counters[1].0.clone(), counters[1].1.clone());
     let walnut = format!(
@@ -308,7 +322,8 @@ fn a_client_that_leaves_while_its_request_waits_closes_the_upstream_try_as_in_ng
     );
     for ((who, addr), (closed, seen)) in pair.both().into_iter().zip(&counters) {
         let mut c = TcpStream::connect(addr).unwrap();
-        c.write_all(b"GET /hang HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        c.write_all(b"GET /hang HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
         assert!(
             eventually(Duration::from_secs(10), || seen.load(Ordering::SeqCst) == 1),
             "{who}: the request reached the backend"
@@ -317,7 +332,8 @@ fn a_client_that_leaves_while_its_request_waits_closes_the_upstream_try_as_in_ng
         drop(c);
         // The proxy's timeout is a minute away: only the client's leaving closes it.
         assert!(
-            eventually(Duration::from_secs(10), || closed.load(Ordering::SeqCst) == 1),
+            eventually(Duration::from_secs(10), || closed.load(Ordering::SeqCst)
+                == 1),
             "{who}: the upstream connection was closed after the client left"
         );
     }
