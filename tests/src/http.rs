@@ -18,6 +18,12 @@ impl Nginx {
     }
 
     pub fn start_on(port: u16, server_body: &str) -> Nginx {
+        Nginx::start_with(port, "", server_body)
+    }
+
+    /// nginx with `http_body` in its `http { }` block (upstreams, timeouts) and `server_body` in
+    /// its `server { }` block, on `port`.
+    pub fn start_with(port: u16, http_body: &str, server_body: &str) -> Nginx {
         let dir = temp_dir("nginx");
         std::fs::create_dir_all(dir.join("html")).expect("nginx html dir");
         let d = dir.display();
@@ -31,6 +37,7 @@ impl Nginx {
                client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
                uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
                keepalive_requests 100000;\n\
+               {http_body}\n\
                server {{ listen 127.0.0.1:{port}; root {d}/html; {server_body} }}\n\
              }}\n"
         );
@@ -343,5 +350,65 @@ fn backend_conn(stream: TcpStream, n: u64, seen: &std::sync::Mutex<Vec<SeenReque
         if w.write_all(reply.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+/// A backend whose connections are each served by `serve` on a thread of its own (numbered
+/// from 0): for what a real server cannot do on demand (hang, close at a chosen moment, leave a
+/// body unread, send 150 header lines).
+pub struct FakeBackend {
+    pub addr: SocketAddr,
+}
+
+impl FakeBackend {
+    pub fn start(serve: impl Fn(TcpStream, u64) + Send + Sync + 'static) -> FakeBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake backend");
+        let addr = listener.local_addr().expect("addr");
+        let serve = std::sync::Arc::new(serve);
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().flatten().enumerate() {
+                let serve = serve.clone();
+                std::thread::spawn(move || serve(stream, n as u64));
+            }
+        });
+        FakeBackend { addr }
+    }
+}
+
+/// Reads one request or response head, up to its empty line; `None` at the end of input.
+pub fn read_head(r: &mut impl std::io::BufRead) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        head.push_str(&line);
+        if line == "\r\n" || line == "\n" {
+            return Some(head);
+        }
+    }
+}
+
+/// walnut and nginx configured alike, side by side.
+pub struct SideBySide {
+    pub walnut: Proxy,
+    pub nginx: Nginx,
+}
+
+impl SideBySide {
+    /// walnut on `walnut_config` (`{listen}` for its address), nginx with `nginx_http` in its
+    /// `http { }` and `nginx_server` in its `server { }`.
+    pub fn start(walnut_config: &str, nginx_http: &str, nginx_server: &str) -> SideBySide {
+        SideBySide {
+            walnut: Proxy::walnut_with(walnut_config, &["-w", "1"]),
+            nginx: Nginx::start_with(free_port(), nginx_http, nginx_server),
+        }
+    }
+
+    /// `("walnut", address)` and `("nginx", address)`.
+    pub fn both(&self) -> [(&'static str, SocketAddr); 2] {
+        [("walnut", self.walnut.addr), ("nginx", self.nginx.addr())]
     }
 }

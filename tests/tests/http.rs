@@ -233,7 +233,7 @@ fn headers_are_forwarded_and_hop_by_hop_ones_dropped() {
     }
     // Local `return`, HTTP/1.0 with and without keep-alive.
     let r = c.get("/teapot");
-    assert_eq!((r.status, r.text().as_str()), (418, "short and stout\n"));
+    assert_eq!((r.status, r.text().as_str()), (418, "short and stout"));
     c.send(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     let r = c.read_response(false);
     assert_eq!(r.header("connection"), Some("keep-alive"));

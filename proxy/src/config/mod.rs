@@ -8,13 +8,16 @@ use crate::hash::HashKind;
 use crate::ring::Distribution;
 
 pub use http::{
-    HttpPool, Location, LocationAction, LocationMatch, MAX_SERVERS, Upstream, UpstreamServer,
+    HttpPool, Location, LocationAction, LocationMatch, LocationRegex, MAX_SERVERS, RegexGaveUp,
+    Upstream, UpstreamServer, is_redirect,
 };
+pub use template::{KeySource, KeyTemplate};
 
 mod http;
 mod lines;
 mod plugins;
 mod raw;
+mod template;
 #[cfg(test)]
 mod tests;
 mod validate;

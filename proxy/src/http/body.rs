@@ -19,7 +19,8 @@ const MAX_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
 
 /// A chunked body that breaks the syntax (a smuggling shape, or garbage).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("bad chunked body")]
 pub struct BadChunk;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,52 +138,71 @@ pub enum Out {
 }
 
 /// Why a relay stopped early.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// The source broke the framing.
+    #[error("bad body framing")]
     Bad,
     /// The source closed early or failed.
+    #[error("reading the body failed: {0}")]
     Read(io::Error),
     /// The source sent nothing for the read timeout.
+    #[error("reading the body timed out")]
     ReadTimeout,
     /// The destination failed.
+    #[error("writing the body failed: {0}")]
     Write(io::Error),
+    /// The destination took nothing for the write timeout (it stopped reading).
+    #[error("writing the body timed out")]
+    WriteTimeout,
+}
+
+/// How long a relay waits for each read from its source and each write to its destination.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub read: Duration,
+    pub write: Duration,
 }
 
 /// Copies a body framed as `framing` from `src` (with `buf` holding bytes already read) to
-/// `dst`, written as `out`. Bytes past the body stay in `buf` (a pipelined request). Returns
-/// whether any body byte was taken from the source.
+/// `dst`, written as `out`. Bytes past the body stay in `buf` (a pipelined request).
 pub async fn relay<R, W>(
     src: &mut R,
     buf: &mut BytesMut,
     framing: Framing,
     dst: &mut W,
     out: Out,
-    (timer, read_timeout): (&mut Timer, Duration),
+    (timer, pace): (&mut Timer, Pace),
     scratch: &mut Vec<u8>,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let read_timeout = pace.read;
+    let mut sink = Sink {
+        dst,
+        timer,
+        limit: pace.write,
+    };
     match framing {
         Framing::None => {}
         Framing::Length(mut left) => {
             while left > 0 {
                 if buf.is_empty() {
-                    fill(src, buf, timer, read_timeout, false).await?;
+                    fill(src, buf, sink.timer, read_timeout, false).await?;
                 }
                 let n = (buf.len() as u64).min(left) as usize;
-                emit(dst, &buf[..n], out, scratch).await?;
+                sink.emit(&buf[..n], out, scratch).await?;
                 buf.advance(n);
                 left -= n as u64;
             }
         }
         Framing::Close => loop {
-            if buf.is_empty() && !fill(src, buf, timer, read_timeout, true).await? {
+            if buf.is_empty() && !fill(src, buf, sink.timer, read_timeout, true).await? {
                 break;
             }
-            emit(dst, &buf[..], out, scratch).await?;
+            sink.emit(&buf[..], out, scratch).await?;
             buf.clear();
         },
         Framing::Chunked => {
@@ -190,23 +210,21 @@ where
             loop {
                 match decoder.next(buf).map_err(|_| RelayError::Bad)? {
                     Some(Piece::Data(n)) => {
-                        emit(dst, &buf[..n], out, scratch).await?;
+                        sink.emit(&buf[..n], out, scratch).await?;
                         buf.advance(n);
                     }
                     Some(Piece::End) => break,
                     None => {
-                        fill(src, buf, timer, read_timeout, false).await?;
+                        fill(src, buf, sink.timer, read_timeout, false).await?;
                     }
                 }
             }
         }
     }
     if out == Out::Chunked {
-        dst.write_all(b"0\r\n\r\n")
-            .await
-            .map_err(RelayError::Write)?;
+        sink.write(b"0\r\n\r\n").await?;
     }
-    dst.flush().await.map_err(RelayError::Write)
+    sink.dst.flush().await.map_err(RelayError::Write)
 }
 
 /// Reads more into `buf`; false at a clean end when `eof_ok`.
@@ -227,30 +245,50 @@ async fn fill<R: AsyncRead + Unpin>(
     }
 }
 
-async fn emit<W: AsyncWrite + Unpin>(
-    dst: &mut W,
-    data: &[u8],
-    out: Out,
-    scratch: &mut Vec<u8>,
-) -> Result<(), RelayError> {
-    if data.is_empty() {
-        return Ok(());
+/// A relay's destination: every write must be taken within `limit`.
+struct Sink<'a, W> {
+    dst: &'a mut W,
+    timer: &'a mut Timer,
+    limit: Duration,
+}
+
+impl<W: AsyncWrite + Unpin> Sink<'_, W> {
+    async fn write(&mut self, data: &[u8]) -> Result<(), RelayError> {
+        match self
+            .timer
+            .timeout(self.limit, self.dst.write_all(data))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RelayError::Write(e)),
+            Err(_) => Err(RelayError::WriteTimeout),
+        }
     }
-    let w = |e| RelayError::Write(e);
-    match out {
-        Out::Raw => dst.write_all(data).await.map_err(w),
-        Out::Chunked => {
-            use std::io::Write;
-            scratch.clear();
-            let _ = write!(scratch, "{:x}\r\n", data.len());
-            if data.len() <= 8192 {
-                scratch.extend_from_slice(data);
-                scratch.extend_from_slice(b"\r\n");
-                return dst.write_all(scratch).await.map_err(w);
+
+    async fn emit(
+        &mut self,
+        data: &[u8],
+        out: Out,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), RelayError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match out {
+            Out::Raw => self.write(data).await,
+            Out::Chunked => {
+                use std::io::Write;
+                scratch.clear();
+                let _ = write!(scratch, "{:x}\r\n", data.len());
+                if data.len() <= 8192 {
+                    scratch.extend_from_slice(data);
+                    scratch.extend_from_slice(b"\r\n");
+                    return self.write(scratch).await;
+                }
+                self.write(scratch).await?;
+                self.write(data).await?;
+                self.write(b"\r\n").await
             }
-            dst.write_all(scratch).await.map_err(w)?;
-            dst.write_all(data).await.map_err(w)?;
-            dst.write_all(b"\r\n").await.map_err(w)
         }
     }
 }

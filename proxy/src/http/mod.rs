@@ -1,15 +1,18 @@
 //! The HTTP reverse proxy: `protocol: http` pools. Requests are routed by nginx's location
-//! rules ([`route`]), filtered by the pool's and the location's plugins, and passed to an
-//! upstream chosen as nginx chooses ([`balance`]) over kept-alive connections ([`upstream`]),
-//! bodies streamed both ways ([`body`]). [`proxy`] is one client connection.
+//! rules ([`route`]) on their normalized path ([`path`]), filtered by the pool's and the
+//! location's plugins, and passed to an upstream chosen as nginx chooses ([`balance`]) over
+//! fresh or kept-alive connections ([`conn_pool`]), bodies streamed both ways ([`body`]).
+//! [`proxy`] is one client connection.
 
 pub mod balance;
 pub mod body;
+pub mod conn_pool;
+pub mod date;
 pub mod head;
 pub mod headers;
+pub mod path;
 pub mod proxy;
 pub mod route;
-pub mod upstream;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -32,8 +35,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(index: usize, config: HttpPool, chains: PoolChains) -> Shared {
-        let router =
-            route::Router::new(&config.locations).expect("location regexes checked at load");
+        let router = route::Router::new(&config.locations);
         let upstreams = config
             .upstreams
             .iter()
@@ -78,7 +80,7 @@ pub struct Worker {
     pub shared: Arc<Shared>,
     pub plugins: RefCell<PoolPlugins>,
     pub balancers: RefCell<Vec<balance::Balancer>>,
-    pub conns: RefCell<Vec<upstream::ConnPool>>,
+    pub conns: RefCell<Vec<conn_pool::ConnPool>>,
     /// This worker's counters for the pool, in the stats document.
     pub stats: Arc<PoolStats>,
 }
@@ -95,7 +97,7 @@ impl Worker {
             .config
             .upstreams
             .iter()
-            .map(|u| upstream::ConnPool::new(u.servers.len(), u.keepalive))
+            .map(|u| conn_pool::ConnPool::new(u.servers.len(), u.keepalive))
             .collect();
         Rc::new(Worker {
             shared,

@@ -1,95 +1,190 @@
-//! One try of a request on one upstream server: send the head and body, relay the answer.
+//! One try of a request on one upstream server: send the head and body, wait for the answer
+//! (noticing a client that goes away meanwhile), relay it. Its [`Outcome`] says what happened
+//! and, from the request's [`Replay`] safety and how far it got, whether another server may be
+//! tried: a request that is not idempotent, or whose body was streamed, is never sent twice
+//! (RFC 9110 9.2.2).
+
+use std::io;
 
 use bytes::Buf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{Attempt, COALESCE, Session};
+use super::{COALESCE, Session};
 use crate::http::balance::now_ms;
-use crate::http::body::{Out, RelayError, relay};
-use crate::http::head::{self, Framing};
-use crate::http::upstream::Conn;
+use crate::http::body::{Out, Pace, RelayError, relay};
+use crate::http::conn_pool::Conn;
+use crate::http::head::{self, Framing, MAX_HEAD};
+
+/// How much pipelined input is read from the client while it waits for an answer (reading is
+/// how its leaving is noticed); past this, it is not watched.
+const WATCH_LIMIT: usize = 4 * MAX_HEAD;
+
+/// Whether a request may be sent again after it was written to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Replay {
+    /// Idempotent and without a body: a server that failed before answering is replaced.
+    Safe,
+    /// Not idempotent, or its body was streamed (and is gone): sent once, and only a try that
+    /// wrote nothing may be repeated.
+    Once,
+}
+
+impl Replay {
+    pub(super) fn of(method: &[u8], framing: Framing) -> Replay {
+        // RFC 9110 9.2.2.
+        let idempotent = matches!(
+            method,
+            b"GET" | b"HEAD" | b"PUT" | b"DELETE" | b"OPTIONS" | b"TRACE"
+        );
+        if idempotent && !framing.has_body() {
+            Replay::Safe
+        } else {
+            Replay::Once
+        }
+    }
+
+    /// Whether a try that got as far as `reach` may be followed by another.
+    fn allows(self, reach: Reach) -> bool {
+        self == Replay::Safe || reach == Reach::NotSent
+    }
+}
+
+/// How far a failed try got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Nothing reached a server that could act on it (the write itself failed).
+    NotSent,
+    /// The request was written; the server may have acted on it.
+    Written,
+}
+
+/// Why a server gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cause {
+    /// A kept-alive connection the server had closed (not the server's failure).
+    Stale,
+    Error,
+    TimedOut,
+}
+
+/// The request as it goes upstream.
+pub(super) struct Forward<'a> {
+    pub method_override: Option<&'a str>,
+    pub framing: Framing,
+    pub replay: Replay,
+    /// The method sent upstream is HEAD (its answer has no body).
+    pub upstream_head: bool,
+    /// The client's method is HEAD: it gets no body, whatever the upstream sends.
+    pub client_head: bool,
+}
+
+/// A response relayed to the client, and what may be used again after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Relayed {
+    pub keep_client: bool,
+    pub reuse_upstream: bool,
+}
+
+/// How one try ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Relayed(Relayed),
+    /// The server gave no answer; `retry` when another server may be tried.
+    Failed {
+        cause: Cause,
+        retry: bool,
+    },
+    /// Answer the client with `status` (the server sent garbage), closing when `close`.
+    Answer {
+        status: u16,
+        close: bool,
+    },
+    /// The client broke off or broke the framing: close, having answered `Some` status.
+    Abort(Option<u16>),
+    /// The client went away while its request waited: the upstream try is dropped.
+    ClientGone,
+}
+
+/// What woke the wait for a response head.
+enum Woke {
+    Upstream(io::Result<usize>),
+    Client(io::Result<usize>),
+}
 
 impl Session<'_> {
-    /// One try on server `i` over `conn`: once a response was relayed (or begun),
-    /// `Ok((keep the client connection, reuse conn))`.
+    /// One try on server `i` of upstream `u` over `conn`.
     pub(super) async fn attempt(
         &mut self,
         conn: &mut Conn,
         u: usize,
         i: usize,
-        method_override: Option<&str>,
-        framing: Framing,
-        (retry_safe, head_request): (bool, bool),
-    ) -> Result<(bool, bool), Attempt> {
+        req: &Forward<'_>,
+    ) -> Outcome {
         let w = self.w;
         let cfg = &w.shared.config;
         let server = &w.shared.upstreams[u].config.servers[i];
-        self.upstream_head(method_override, framing, &server.text);
-        let timeout = cfg.timeout;
+        self.upstream_head(req.method_override, req.framing, &server.text);
         let stale = conn.reused;
+        let failed = |cause: Cause, reach: Reach| Outcome::Failed {
+            cause,
+            retry: req.replay.allows(reach),
+        };
         let write = self
             .timer
-            .timeout(timeout, conn.stream.write_all(&self.out))
+            .timeout(cfg.proxy_send_timeout, conn.stream.write_all(&self.out))
             .await;
         match write {
             Ok(Ok(())) => {}
-            // Nothing the server could act on was sent.
-            Ok(Err(_)) if stale => {
-                return Err(Attempt::Retry {
-                    failed: false,
-                    timeout: false,
-                });
-            }
-            Ok(Err(_)) => {
-                return Err(Attempt::Retry {
-                    failed: true,
-                    timeout: false,
-                });
-            }
-            Err(_) => {
-                return Err(Attempt::Retry {
-                    failed: true,
-                    timeout: true,
-                });
-            }
+            // The server had closed the kept-alive connection: it saw nothing.
+            Ok(Err(_)) if stale => return failed(Cause::Stale, Reach::NotSent),
+            Ok(Err(_)) => return failed(Cause::Error, Reach::NotSent),
+            Err(_) => return failed(Cause::TimedOut, Reach::Written),
         }
-        if framing.has_body() {
-            let out = if framing == Framing::Chunked {
+        if req.framing.has_body() {
+            let out = if req.framing == Framing::Chunked {
                 Out::Chunked
             } else {
                 Out::Raw
             };
+            let pace = Pace {
+                read: cfg.client_header_timeout,
+                write: cfg.proxy_send_timeout,
+            };
             let r = relay(
                 &mut self.client,
                 &mut self.buf,
-                framing,
+                req.framing,
                 &mut conn.stream,
                 out,
-                (&mut self.timer, cfg.client_header_timeout),
+                (&mut self.timer, pace),
                 &mut self.scratch,
             )
             .await;
             match r {
                 Ok(()) => {}
-                Err(RelayError::Bad) => return Err(Attempt::Abort(Some(400))),
-                Err(RelayError::Read(_) | RelayError::ReadTimeout) => {
-                    return Err(Attempt::Abort(None));
-                }
-                Err(RelayError::Write(e)) => {
-                    tracing::warn!(pool = %cfg.name, server = %server.text, "sending the request body failed: {e}");
+                Err(RelayError::Bad) => return Outcome::Abort(Some(400)),
+                Err(RelayError::Read(_) | RelayError::ReadTimeout) => return Outcome::Abort(None),
+                Err(e @ (RelayError::Write(_) | RelayError::WriteTimeout)) => {
+                    // The body is partly gone: no other server can have the request.
+                    tracing::warn!(pool = %cfg.name, server = %server.text, "sending the request body: {e}");
                     w.balancers.borrow_mut()[u].failed(i, now_ms());
-                    return Err(Attempt::Abort(Some(502)));
+                    let status = if matches!(e, RelayError::WriteTimeout) {
+                        504
+                    } else {
+                        502
+                    };
+                    return Outcome::Abort(Some(status));
                 }
             }
         }
         // The response head (interim 1xx answers skipped).
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + cfg.timeout;
         let mut got_any = false;
         let len = loop {
             if !conn.buf.is_empty() {
                 got_any = true;
-                match head::parse_response(&conn.buf, head_request, &mut self.resp) {
+                match head::parse_response(&conn.buf, req.upstream_head, &mut self.resp) {
                     Ok(Some(len))
                         if (100..200).contains(&self.resp.status) && self.resp.status != 101 =>
                     {
@@ -98,46 +193,94 @@ impl Session<'_> {
                     }
                     Ok(Some(len)) => break len,
                     Ok(None) => {}
-                    Err(_) => {
-                        tracing::warn!(pool = %cfg.name, server = %server.text, "upstream sent an invalid response head");
+                    Err(e) => {
+                        tracing::warn!(pool = %cfg.name, server = %server.text, "{e}");
                         w.balancers.borrow_mut()[u].failed(i, now_ms());
-                        return Err(Attempt::Status {
+                        return Outcome::Answer {
                             status: 502,
                             close: false,
-                        });
+                        };
                     }
                 }
             }
             conn.buf.reserve(16 * 1024);
-            match self
+            let watch = self.buf.len() < WATCH_LIMIT;
+            if watch {
+                self.buf.reserve(4096);
+            }
+            let (client, cbuf) = (&mut self.client, &mut self.buf);
+            let woke = self
                 .timer
-                .within(deadline, conn.stream.read_buf(&mut conn.buf))
-                .await
-            {
-                Ok(Ok(n)) if n > 0 => {}
-                Err(_) => return Err(self.no_answer(u, i, retry_safe, true)),
-                Ok(_) => {
-                    if stale && !got_any && !framing.has_body() {
-                        return Err(Attempt::Retry {
-                            failed: false,
-                            timeout: false,
-                        });
+                .within(deadline, async {
+                    tokio::select! {
+                        biased;
+                        r = conn.stream.read_buf(&mut conn.buf) => Woke::Upstream(r),
+                        r = client.read_buf(cbuf), if watch => Woke::Client(r),
                     }
-                    return Err(self.no_answer(u, i, retry_safe, false));
+                })
+                .await;
+            match woke {
+                Ok(Woke::Upstream(Ok(n))) if n > 0 => {}
+                // Pipelined input: kept for its turn.
+                Ok(Woke::Client(Ok(n))) if n > 0 => {}
+                Ok(Woke::Client(_)) => {
+                    // As nginx (499): the client closed, so the try is dropped, and the
+                    // server is not blamed.
+                    tracing::debug!(pool = %cfg.name, server = %server.text, "client closed while waiting for the upstream");
+                    return Outcome::ClientGone;
+                }
+                Err(_) => return failed(Cause::TimedOut, Reach::Written),
+                Ok(Woke::Upstream(_)) => {
+                    let cause = if stale && !got_any {
+                        Cause::Stale
+                    } else {
+                        Cause::Error
+                    };
+                    return failed(cause, Reach::Written);
                 }
             }
         };
-        // Relay the response.
+        self.relay_response(conn, len, req).await
+    }
+
+    /// Sends the response whose head is the first `len` bytes of `conn.buf` to the client.
+    async fn relay_response(&mut self, conn: &mut Conn, len: usize, req: &Forward<'_>) -> Outcome {
+        let cfg = &self.w.shared.config;
         let resp_framing = self.resp.framing.unwrap_or(Framing::None);
         let h11 = self.head.minor == 1;
         let (out_mode, mut keep) = match resp_framing {
+            _ if req.client_head => (Out::Raw, self.head.keep_alive),
             Framing::None | Framing::Length(_) => (Out::Raw, self.head.keep_alive),
             Framing::Chunked | Framing::Close if h11 => (Out::Chunked, self.head.keep_alive),
             Framing::Chunked | Framing::Close => (Out::Raw, false),
         };
         keep &= !self.shutdown.is_shutdown();
-        self.response_head(&conn.buf[..len], resp_framing, out_mode, keep);
+        self.response_head(
+            &conn.buf[..len],
+            resp_framing,
+            out_mode,
+            keep,
+            req.client_head,
+        );
         conn.buf.advance(len);
+        // A request body the server may not have read could be taken for a next request: the
+        // connection is never used again (nor after a body left unread for a HEAD client).
+        let reusable = self.resp.reusable && !req.framing.has_body();
+        if req.client_head {
+            // The client's method decides: no body goes back, whatever the server sent (a GET
+            // answer under `proxy_method GET`), and its unread body closes the connection.
+            let reuse_upstream = reusable && !resp_framing.has_body();
+            if !self.write_client().await {
+                return Outcome::Relayed(Relayed {
+                    keep_client: false,
+                    reuse_upstream,
+                });
+            }
+            return Outcome::Relayed(Relayed {
+                keep_client: keep,
+                reuse_upstream,
+            });
+        }
         let mut rest = resp_framing;
         if let Framing::Length(n) = resp_framing {
             let k = conn.buf.len().min(n as usize).min(COALESCE);
@@ -145,51 +288,56 @@ impl Session<'_> {
             conn.buf.advance(k);
             rest = Framing::Length(n - k as u64);
         }
-        if self.client.write_all(&self.out).await.is_err() {
-            return Ok((false, false));
+        let broken = Relayed {
+            keep_client: false,
+            reuse_upstream: false,
+        };
+        if !self.write_client().await {
+            return Outcome::Relayed(broken);
         }
+        let pace = Pace {
+            read: cfg.timeout,
+            write: cfg.send_timeout,
+        };
         let r = relay(
             &mut conn.stream,
             &mut conn.buf,
             rest,
             &mut self.client,
             out_mode,
-            (&mut self.timer, timeout),
+            (&mut self.timer, pace),
             &mut self.scratch,
         )
         .await;
         match r {
-            Ok(()) => Ok((keep, self.resp.reusable)),
+            Ok(()) => Outcome::Relayed(Relayed {
+                keep_client: keep,
+                reuse_upstream: reusable,
+            }),
             Err(e) => {
                 if !matches!(e, RelayError::Write(_)) {
-                    tracing::warn!(pool = %cfg.name, server = %server.text, "upstream response broke off: {e:?}");
+                    tracing::warn!(pool = %cfg.name, "relaying the response: {e}");
                 }
-                Ok((false, false))
+                Outcome::Relayed(broken)
             }
         }
     }
+}
 
-    /// Server `i` of upstream `u` timed out or closed before its response head: the next
-    /// server when retrying is safe, else it is marked failed and the client gets 504 or 502.
-    fn no_answer(&self, u: usize, i: usize, retry_safe: bool, timeout: bool) -> Attempt {
-        if retry_safe {
-            return Attempt::Retry {
-                failed: true,
-                timeout,
-            };
-        }
-        let w = self.w;
-        let server = &w.shared.upstreams[u].config.servers[i];
-        w.balancers.borrow_mut()[u].failed(i, now_ms());
-        let what = if timeout {
-            "upstream timed out"
-        } else {
-            "upstream closed before answering"
-        };
-        tracing::warn!(pool = %w.shared.config.name, server = %server.text, "{what}");
-        Attempt::Status {
-            status: if timeout { 504 } else { 502 },
-            close: false,
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_safe_requests_are_sent_twice() {
+        let get = Replay::of(b"GET", Framing::None);
+        let post = Replay::of(b"POST", Framing::None);
+        let put_body = Replay::of(b"PUT", Framing::Length(3));
+        let get_empty_body = Replay::of(b"GET", Framing::Length(0));
+        assert_eq!((get, get_empty_body), (Replay::Safe, Replay::Safe));
+        assert_eq!((post, put_body), (Replay::Once, Replay::Once));
+        assert!(get.allows(Reach::Written));
+        assert!(!post.allows(Reach::Written) && post.allows(Reach::NotSent));
+        assert!(!put_body.allows(Reach::Written));
     }
 }

@@ -1,7 +1,9 @@
-//! The heads walnut writes: the request head for an upstream and the response head for the client.
+//! The heads walnut writes: the request head for an upstream (the target as the client sent
+//! it, unless a plugin changed it) and the response head for the client.
 
 use super::Session;
 use crate::http::body::Out;
+use crate::http::date::put_date;
 use crate::http::head::Framing;
 use crate::http::headers::{self, hop_by_hop, put, put_number, replaced_upstream};
 
@@ -19,18 +21,28 @@ impl Session<'_> {
         out.clear();
         out.extend_from_slice(method);
         out.push(b' ');
-        out.extend_from_slice(e.path.as_deref().unwrap_or(&hb[h.path.clone()]));
-        match &e.query {
-            Some(q) if !q.is_empty() => {
-                out.push(b'?');
-                out.extend_from_slice(q);
+        // `http://host` and `http://host?q` have an empty path, sent as `/`.
+        let path = e.path.as_deref().unwrap_or(&hb[h.path.clone()]);
+        if path.is_empty() {
+            out.push(b'/');
+        }
+        if e.path.is_none() && e.query.is_none() {
+            // The target as the client sent it (nginx's `proxy_pass` without a URI part).
+            out.extend_from_slice(&hb[h.origin.clone()]);
+        } else {
+            out.extend_from_slice(path);
+            match &e.query {
+                Some(q) if !q.is_empty() => {
+                    out.push(b'?');
+                    out.extend_from_slice(q);
+                }
+                Some(_) => {}
+                None if h.has_query => {
+                    out.push(b'?');
+                    out.extend_from_slice(&hb[h.query.clone()]);
+                }
+                None => {}
             }
-            Some(_) => {}
-            None if h.has_query => {
-                out.push(b'?');
-                out.extend_from_slice(&hb[h.query.clone()]);
-            }
-            None => {}
         }
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let all = || {
@@ -39,6 +51,13 @@ impl Session<'_> {
                 .map(|(n, v)| (&hb[n.clone()], &hb[v.clone()]))
         };
         let mut host = false;
+        if let Some(a) = &h.authority
+            && !e.edited(b"host")
+        {
+            // An absolute-form target names the host (its Host line was dropped when parsed).
+            put(out, b"Host", &hb[a.clone()]);
+            host = true;
+        }
         for (n, v) in all() {
             if hop_by_hop(n, all()) || replaced_upstream(n) || e.edited(n) {
                 continue;
@@ -71,12 +90,14 @@ impl Session<'_> {
     }
 
     /// Writes the response head for the client into `out`, from the upstream's head `raw`.
+    /// For a HEAD client (`client_head`) only a Content-Length is kept: no body follows.
     pub(super) fn response_head(
         &mut self,
         raw: &[u8],
         framing: Framing,
         out_mode: Out,
         keep: bool,
+        client_head: bool,
     ) {
         let r = &self.resp;
         let out = &mut self.out;
@@ -100,13 +121,16 @@ impl Session<'_> {
             }
             put(out, n, v);
         }
+        if !r.dated {
+            put_date(out);
+        }
         match (framing, out_mode) {
             (Framing::Length(n), _) => {
                 out.extend_from_slice(b"Content-Length: ");
                 put_number(out, n);
                 out.extend_from_slice(b"\r\n");
             }
-            (Framing::Chunked | Framing::Close, Out::Chunked) => {
+            (Framing::Chunked | Framing::Close, Out::Chunked) if !client_head => {
                 out.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
             }
             _ => {}

@@ -1,6 +1,7 @@
-//! One client connection: read a head, route it, run the plugins, answer locally or pass it to
-//! an upstream (retrying the next server when that is safe), stream the bodies, repeat while the
-//! connection is kept alive. Pipelined requests wait in the read buffer and are answered in order.
+//! One client connection: read a head, route it on its normalized path, run the plugins, answer
+//! locally ([`local`]) or pass it to an upstream ([`forward`], one try at a time in
+//! [`attempt`]), stream the bodies, repeat while the connection is kept alive. Pipelined
+//! requests wait in the read buffer and are answered in order.
 
 use std::net::IpAddr;
 
@@ -10,20 +11,17 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Worker;
-use super::balance::{KeySource, now_ms};
-use super::body::{Out, relay};
-use super::head::{self, Framing, Refusal, RequestHead, ResponseHead};
-use super::headers::{hop_by_hop, put, put_number, reason};
-use super::upstream::{self};
+use super::head::{self, Refusal, RequestHead, ResponseHead};
+use super::path;
 use crate::config::LocationAction;
 use crate::plugin::{HttpEdits, HttpVerdict};
 use crate::shutdown::Shutdown;
 use crate::timer::Timer;
 
 mod attempt;
+mod forward;
 mod heads;
-
-use heads::{connection_header, status_line};
+mod local;
 
 /// Body bytes sent along with a response head in one write.
 const COALESCE: usize = 32 * 1024;
@@ -41,6 +39,10 @@ struct Session<'w> {
     /// The current request's head bytes (`head`'s ranges index them).
     head_bytes: Vec<u8>,
     head: RequestHead,
+    /// The normalized path, when it differs from the one sent (see `uri_copied`).
+    uri: Vec<u8>,
+    /// Whether `uri` holds this request's normalized path; else the path as sent is normal.
+    uri_copied: bool,
     resp: ResponseHead,
     out: Vec<u8>,
     scratch: Vec<u8>,
@@ -61,6 +63,8 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
         buf: BytesMut::with_capacity(16 * 1024),
         head_bytes: Vec::with_capacity(1024),
         head: RequestHead::default(),
+        uri: Vec::new(),
+        uri_copied: false,
         resp: ResponseHead::default(),
         out: Vec::with_capacity(2048),
         scratch: Vec::new(),
@@ -105,24 +109,6 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
     }
 }
 
-/// Whether a method may be sent twice (RFC 9110 9.2.2).
-fn idempotent(method: &[u8]) -> bool {
-    matches!(
-        method,
-        b"GET" | b"HEAD" | b"PUT" | b"DELETE" | b"OPTIONS" | b"TRACE"
-    )
-}
-
-/// How one attempt at an upstream ended, when it did not answer.
-enum Attempt {
-    /// Nothing reached a server that could act on it: try again.
-    Retry { failed: bool, timeout: bool },
-    /// Give the client this status (and close when `close`).
-    Status { status: u16, close: bool },
-    /// The client broke off or broke the framing: close, having answered `Some` status.
-    Abort(Option<u16>),
-}
-
 impl Session<'_> {
     /// Reads the next request head. `Ok(false)`: the client closed, idled out, or shutdown.
     async fn read_head(&mut self, first: bool) -> Result<bool, Refusal> {
@@ -141,7 +127,8 @@ impl Session<'_> {
         let deadline = Instant::now() + cfg.client_header_timeout;
         loop {
             if !self.buf.is_empty()
-                && let Some(len) = head::parse_request(&self.buf, &mut self.head)?
+                && let Some(len) =
+                    head::parse_request(&self.buf, &mut self.head, cfg.underscores_in_headers)?
             {
                 self.head_bytes.clear();
                 self.head_bytes.extend_from_slice(&self.buf[..len]);
@@ -161,15 +148,42 @@ impl Session<'_> {
         }
     }
 
+    /// The request's method as sent.
+    fn method(&self) -> &[u8] {
+        &self.head_bytes[self.head.method.clone()]
+    }
+
     /// Answers the request in `head`; false when the connection must close.
     async fn handle(&mut self) -> bool {
         let w = self.w;
-        let h = &self.head;
-        let hb = &self.head_bytes[..];
-        let path = &hb[h.path.clone()];
-        let location = w.shared.router.find(path);
+        if self.method() == b"TRACE" {
+            // nginx refuses TRACE outright (it would echo credentials back) and closes.
+            self.head.keep_alive = false;
+            return self.local(405, &[], None, false).await;
+        }
+        match path::normalize(&self.head_bytes[self.head.path.clone()], &mut self.uri) {
+            Ok(copied) => self.uri_copied = copied,
+            Err(path::BadPath) => {
+                self.head.keep_alive = false;
+                return self.local(400, &[], None, false).await;
+            }
+        }
+        let (h, hb) = (&self.head, &self.head_bytes[..]);
+        let path = if self.uri_copied {
+            &self.uri[..]
+        } else {
+            &hb[h.path.clone()]
+        };
+        let location = match w.shared.router.find(path) {
+            Ok(location) => location,
+            Err(e) => {
+                tracing::warn!(pool = %w.shared.config.name, "{e}");
+                return self.local(500, &[], None, true).await;
+            }
+        };
         self.edits.clear();
         if w.plugins.borrow().runs_http(location) {
+            // Plugins see the path the location was chosen by (nginx's `$uri`).
             let method = std::str::from_utf8(&hb[h.method.clone()]).unwrap_or("");
             let verdict = w.plugins.borrow_mut().http(
                 location,
@@ -198,217 +212,9 @@ impl Session<'_> {
             return self.local(404, &[], None, true).await;
         };
         match &w.shared.config.locations[location].action {
-            LocationAction::Return { status, body } => {
-                let body = (!body.is_empty()).then(|| {
-                    let mut b = body.clone().into_bytes();
-                    b.push(b'\n');
-                    b
-                });
-                self.local(*status, &[], body.as_deref(), true).await
-            }
+            LocationAction::Return { status, text } => self.answer_return(*status, text).await,
             LocationAction::Proxy { upstream, method } => {
                 self.proxy(*upstream, method.as_deref()).await
-            }
-        }
-    }
-
-    /// Answers locally with `status` (a short default body unless `body` is given). When the
-    /// request's body is unread it is discarded after (if `keep`), else the connection closes.
-    async fn local(
-        &mut self,
-        status: u16,
-        extra: &[(Vec<u8>, Vec<u8>)],
-        body: Option<&[u8]>,
-        keep: bool,
-    ) -> bool {
-        let framing = self.head.framing.unwrap_or(Framing::None);
-        let unread_body = framing.has_body();
-        // A client waiting for 100 Continue is not made to send a body nobody reads.
-        let keep = keep
-            && self.head.keep_alive
-            && !(unread_body && self.head.expect_continue)
-            && !self.shutdown.is_shutdown();
-        let default;
-        let body = match body {
-            Some(b) => b,
-            None => {
-                default = format!("{status} {}\n", reason(status));
-                default.as_bytes()
-            }
-        };
-        let out = &mut self.out;
-        out.clear();
-        status_line(out, status, reason(status).as_bytes());
-        out.extend_from_slice(b"Server: walnut\r\n");
-        let mut typed = false;
-        for (n, v) in extra {
-            if hop_by_hop(n, std::iter::empty()) {
-                continue;
-            }
-            typed |= n.eq_ignore_ascii_case(b"content-type");
-            put(out, n, v);
-        }
-        if !typed {
-            out.extend_from_slice(b"Content-Type: text/plain\r\n");
-        }
-        out.extend_from_slice(b"Content-Length: ");
-        put_number(out, body.len() as u64);
-        out.extend_from_slice(b"\r\n");
-        connection_header(out, keep, self.head.minor);
-        out.extend_from_slice(b"\r\n");
-        // (After a refused head, `head` may describe bytes never kept.)
-        let head_request = self.head_bytes.get(self.head.method.clone()) == Some(&b"HEAD"[..]);
-        if !head_request {
-            out.extend_from_slice(body);
-        }
-        if self.client.write_all(out).await.is_err() {
-            return false;
-        }
-        if keep && unread_body {
-            let timeout = self.w.shared.config.client_header_timeout;
-            let mut sink = tokio::io::sink();
-            return relay(
-                &mut self.client,
-                &mut self.buf,
-                framing,
-                &mut sink,
-                Out::Raw,
-                (&mut self.timer, timeout),
-                &mut self.scratch,
-            )
-            .await
-            .is_ok();
-        }
-        keep
-    }
-
-    /// Passes the request to upstream `u`; false when the client connection must close.
-    async fn proxy(&mut self, u: usize, method_override: Option<&str>) -> bool {
-        let w = self.w;
-        let cfg = &w.shared.config;
-        let framing = self.head.framing.unwrap_or(Framing::None);
-        let method: &[u8] = match method_override {
-            Some(m) => m.as_bytes(),
-            None => &self.head_bytes[self.head.method.clone()],
-        };
-        let retry_safe = idempotent(method) && !framing.has_body();
-        let head_request = method == b"HEAD";
-        let servers = w.shared.upstreams[u].config.servers.len();
-        // The hash key: a plugin's, else the upstream's `hash:` template.
-        let key = match (&self.edits.hash_key, &w.shared.upstreams[u].key) {
-            (Some(k), _) => Some(&k[..]),
-            (None, Some(template)) => {
-                let (hb, h) = (&self.head_bytes[..], &self.head);
-                let find = |name: &str| {
-                    h.headers
-                        .iter()
-                        .find(|(n, _)| hb[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
-                        .map(|(_, v)| &hb[v.clone()])
-                };
-                let src = KeySource {
-                    path: self.edits.path.as_deref().unwrap_or(&hb[h.path.clone()]),
-                    query: self.edits.query.as_deref().unwrap_or(&hb[h.query.clone()]),
-                    has_query: h.has_query || self.edits.query.is_some(),
-                    remote: self.remote,
-                    headers: &find,
-                };
-                template.render(&src, &mut self.key);
-                Some(&self.key[..])
-            }
-            (None, None) => None,
-        };
-        let key = key.map(<[u8]>::to_vec);
-        let mut tried = 0u64;
-        let mut timed_out = false;
-        let mut stale_retries = 0;
-        let mut sent_continue = false;
-        loop {
-            let pick = w.balancers.borrow_mut()[u].pick(tried, key.as_deref(), now_ms());
-            let Some(i) = pick else {
-                let status = if timed_out { 504 } else { 502 };
-                tracing::warn!(pool = %cfg.name, upstream = %w.shared.upstreams[u].config.name, status, "no upstream server left for the request");
-                return self.local(status, &[], None, true).await;
-            };
-            let server = &w.shared.upstreams[u].config.servers[i];
-            let counters = &w.stats.servers[w.shared.server_index(u, i)];
-            counters.requests.incr();
-            let idle = w.conns.borrow_mut()[u].checkout(i);
-            let mut conn = match idle {
-                Some(c) => c,
-                None => match upstream::connect(server.addr, cfg.timeout).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(pool = %cfg.name, server = %server.text, "{e}");
-                        match e {
-                            upstream::ConnectError::TimedOut => counters.server_timedout.incr(),
-                            _ => counters.server_err.incr(),
-                        }
-                        w.balancers.borrow_mut()[u].failed(i, now_ms());
-                        tried |= 1 << i;
-                        timed_out |= matches!(e, upstream::ConnectError::TimedOut);
-                        continue;
-                    }
-                },
-            };
-            if self.head.expect_continue && framing.has_body() && !sent_continue {
-                sent_continue = true;
-                if self
-                    .client
-                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    .await
-                    .is_err()
-                {
-                    return false;
-                }
-            }
-            let result = self
-                .attempt(
-                    &mut conn,
-                    u,
-                    i,
-                    method_override,
-                    framing,
-                    (retry_safe, head_request),
-                )
-                .await;
-            match result {
-                Ok((keep, reuse)) => {
-                    counters.responses.incr();
-                    w.balancers.borrow()[u].succeeded(i);
-                    if reuse {
-                        w.conns.borrow_mut()[u].checkin(i, conn);
-                    }
-                    return keep;
-                }
-                Err(Attempt::Retry { failed, timeout }) => {
-                    if failed {
-                        if timeout {
-                            counters.server_timedout.incr();
-                        } else {
-                            counters.server_err.incr();
-                        }
-                        tracing::warn!(pool = %cfg.name, server = %server.text, timeout, "upstream failed; trying the next server");
-                        w.balancers.borrow_mut()[u].failed(i, now_ms());
-                        tried |= 1 << i;
-                        timed_out |= timeout;
-                    } else {
-                        // A kept-alive connection the server had closed: once more, fresh.
-                        stale_retries += 1;
-                        if stale_retries > servers + 1 {
-                            tried |= 1 << i;
-                        }
-                    }
-                }
-                Err(Attempt::Status { status, close }) => {
-                    return self.local(status, &[], None, !close).await;
-                }
-                Err(Attempt::Abort(status)) => {
-                    if let Some(status) = status {
-                        self.head.keep_alive = false;
-                        let _ = self.local(status, &[], None, false).await;
-                    }
-                    return false;
-                }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! One worker's connections to upstream servers: opened with a timeout, and kept idle for reuse
-//! (at most `keepalive` per server), checked still open before each reuse. No locks: a worker
-//! owns its pools.
+//! (at most `keepalive` per server, none by default as in nginx), checked still open before each
+//! reuse. No locks: a worker owns its pools.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,19 +18,12 @@ pub struct Conn {
 }
 
 /// Why no connection could be had.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    #[error("connect failed: {0}")]
     Failed(io::Error),
+    #[error("connect timed out")]
     TimedOut,
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Failed(e) => write!(f, "connect failed: {e}"),
-            ConnectError::TimedOut => f.write_str("connect timed out"),
-        }
-    }
 }
 
 /// Idle connections to the servers of one upstream.
