@@ -42,8 +42,15 @@ fn http_clients_are_counted_with_memcached_clients() {
         m.address()
     );
     let walnut = Proxy::walnut(&config);
-    // The harness's own check that walnut listens was a connection too.
-    let before = field(&walnut.stats_json(), "{", "total_connections");
+    // The harness's own check that walnut listens was a connection too: wait until it is
+    // counted in and out.
+    let probed = || {
+        let json = walnut.stats_json();
+        let total = field(&json, "{", "total_connections");
+        (total >= 1 && field(&json, "{", "curr_connections") == 0).then_some(total)
+    };
+    assert!(eventually(Duration::from_secs(5), || probed().is_some()));
+    let before = probed().expect("settled");
     let mut mc: Vec<_> = (0..2).map(|_| walnut.client()).collect();
     for c in &mut mc {
         assert_eq!(c.call(b"version\r\n").split(' ').next(), Some("VERSION"));

@@ -216,7 +216,7 @@ fn broken_plugins_fail_only_their_own_requests() {
             "      ",
             "misbehave",
             "{}",
-            "        time_budget_ms: 20\n        memory_max_mb: 32\n"
+            "        time_budget_ms: 100\n        memory_max_mb: 8\n"
         ),
         entry(
             "      ",
@@ -254,7 +254,7 @@ fn broken_plugins_fail_only_their_own_requests() {
     let grown = rss_kib(walnut.pid()).saturating_sub(rss_before);
     assert!(
         grown < 128 * 1024,
-        "memory stays bounded: grew {grown} KiB over 10 rounds of a 32 MiB cap"
+        "memory stays bounded: grew {grown} KiB over 10 rounds of an 8 MiB cap"
     );
     let log = walnut.log();
     for reason in [
