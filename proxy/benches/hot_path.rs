@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use criterion::{Criterion, criterion_group, criterion_main};
 use walnut::config::{OnError, PluginSpec};
 use walnut::hash::HashKind;
-use walnut::memcache::decode;
+use walnut::memcache::Decoder;
 use walnut::plugin::{PoolPlugins, chain::PoolChains};
 use walnut::ring::{Distribution, Ring, RingServer};
 use walnut::stats::PoolStats;
@@ -41,10 +41,11 @@ fn decoding(c: &mut Criterion) {
         ("decode set 100 KiB", &set100k),
     ] {
         let mut buf = BytesMut::with_capacity(wire.len());
+        let mut decoder = Decoder::new(1 << 20, 32);
         c.bench_function(name, |b| {
             b.iter(|| {
                 buf.extend_from_slice(wire);
-                black_box(decode(&mut buf, 1 << 20).expect("valid").expect("complete"));
+                black_box(decoder.decode(&mut buf).expect("valid").expect("complete"));
             })
         });
     }

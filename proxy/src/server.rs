@@ -72,7 +72,7 @@ impl Runtime {
             let shared = Arc::new(PoolShared::new(index, config, chains));
             names.push(PoolNames {
                 name: shared.config.name.clone(),
-                servers: shared.names.clone(),
+                servers: shared.names.to_vec(),
             });
             fronts.push(Front {
                 index,

@@ -117,7 +117,7 @@ fn pool(servers: &[SocketAddr], options: &str) -> Rc<WorkerPool> {
     let registry = Arc::new(Registry::new(
         vec![PoolNames {
             name: "alpha".into(),
-            servers: shared.names.clone(),
+            servers: shared.names.to_vec(),
         }],
         1,
     ));

@@ -54,8 +54,8 @@ fn walnut_listens_on_a_unix_socket_with_the_configured_mode() {
     );
     // Bad input on the unix socket gets the same answers.
     assert_eq!(
-        unix_call(&open, b"bogus\r\nget\r\nmn\r\n", 3),
-        b"ERROR\r\nCLIENT_ERROR bad command line format\r\nMN\r\n"
+        unix_call(&open, b"bogus\r\nget\r\nincr k x\r\nmn\r\n", 4),
+        b"ERROR\r\nERROR\r\nCLIENT_ERROR invalid numeric delta argument\r\nMN\r\n"
     );
     walnut.signal("-TERM");
     let status = walnut.wait_exit(Duration::from_secs(5)).expect("exits");

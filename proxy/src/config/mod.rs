@@ -97,6 +97,9 @@ pub struct Pool {
     pub tcpkeepalive: bool,
     /// Largest value accepted from a client (walnut key; memcached's `-I`, default 1 MiB).
     pub item_size_max: usize,
+    /// The reply bytes walnut holds for one client connection before it stops reading its
+    /// requests (walnut key; default 64 MiB, at least twice `item_size_max`).
+    pub client_buffer: usize,
     pub servers: Vec<ServerSpec>,
     /// walnut: plugins run for every request of the pool.
     pub plugins: Vec<PluginSpec>,

@@ -46,6 +46,7 @@ alpha:
   server_failure_limit: 3
   tcpkeepalive: true
   item_size_max: 2097152
+  client_buffer: 8388608
   servers:
    - 127.0.0.1:11211:1
    - 127.0.0.1:11212:2 second
@@ -81,6 +82,7 @@ fn every_key_is_read() {
     assert_eq!(pool.server_failure_limit, 3);
     assert!(pool.tcpkeepalive);
     assert_eq!(pool.item_size_max, 2 << 20);
+    assert_eq!(pool.client_buffer, 8 << 20);
     assert_eq!(
         pool.servers,
         vec![
@@ -93,7 +95,7 @@ fn every_key_is_read() {
                 weight: 1,
                 name: None,
                 addr_text: "127.0.0.1:11211".into(),
-                line: 19,
+                line: 20,
             },
             ServerSpec {
                 addr: ServerAddr::Tcp {
@@ -104,7 +106,7 @@ fn every_key_is_read() {
                 weight: 2,
                 name: Some("second".into()),
                 addr_text: "127.0.0.1:11212".into(),
-                line: 20,
+                line: 21,
             },
         ]
     );
@@ -127,6 +129,7 @@ fn defaults_are_nutcrackers() {
     assert_eq!(pool.server_failure_limit, 2);
     assert!(!pool.tcpkeepalive);
     assert_eq!(pool.item_size_max, 1 << 20);
+    assert_eq!(pool.client_buffer, 64 << 20);
     assert_eq!(pool.servers[0].line, 4);
 }
 
@@ -216,6 +219,10 @@ fn every_refusal_names_file_line_pool_and_key() {
         (
             "alpha:\n  listen: 127.0.0.1:22121\n  item_size_max: 1023\n",
             "conf/x.yml:3: pool \"alpha\": item_size_max 1023 is not between 1024 and 1073741824 bytes",
+        ),
+        (
+            "alpha:\n  listen: 127.0.0.1:22121\n  item_size_max: 2097152\n  client_buffer: 4194303\n  servers:\n   - 127.0.0.1:11211:1\n",
+            "conf/x.yml:4: pool \"alpha\": client_buffer 4194303 is less than twice item_size_max (2097152)",
         ),
         (
             "alpha:\n  listen: 127.0.0.1:22121\n  redis_auth: secret\n  servers:\n   - 127.0.0.1:11211:1\n",
@@ -679,7 +686,11 @@ const VERDICTS: &[(&str, bool, Option<&str>)] = &[
         true,
         None,
     ),
-    (EVERY_KEY, true, Some("item_size_max is walnut's own key")),
+    (
+        EVERY_KEY,
+        true,
+        Some("item_size_max and client_buffer are walnut's own keys"),
+    ),
     (
         "alpha:\n  listen: 127.0.0.1:22121\n  timeout: 0\n  backlog: 0\n  server_failure_limit: 0\n  server_retry_timeout: 0\n  servers:\n   - 127.0.0.1:11211:1\n",
         true,

@@ -22,13 +22,16 @@ const MIN_ITEM_SIZE_MAX: usize = 1024;
 /// memcached refuses `-I` above 1 GiB; so does walnut.
 const MAX_ITEM_SIZE_MAX: usize = 1 << 30;
 
+/// The reply bytes walnut holds for one client connection, by default.
+const DEFAULT_CLIENT_BUFFER: usize = 64 << 20;
+
 /// nutcracker reads every number into a C `int` and refuses negatives.
 const MAX_NUMBER: u32 = i32::MAX as u32;
 /// `sun_path` holds 108 bytes, the last one a NUL.
 const MAX_UNIX_PATH: usize = 107;
 
 /// The keys a pool may have: nutcracker 0.5.0's, then walnut's own.
-const KEYS: [&str; 21] = [
+const KEYS: [&str; 22] = [
     "protocol",
     "listen",
     "hash",
@@ -48,6 +51,7 @@ const KEYS: [&str; 21] = [
     "tcpkeepalive",
     "servers",
     "item_size_max",
+    "client_buffer",
     "plugins",
     "routes",
 ];
@@ -167,6 +171,7 @@ fn pool(raw: &RawPool, base_dir: &std::path::Path) -> Result<Pool, Located> {
     let mut client_connections = 0;
     let mut tcpkeepalive = false;
     let mut item_size_max = DEFAULT_ITEM_SIZE_MAX;
+    let mut client_buffer = None;
     let mut servers = None;
     let mut redis_auth_line = None;
     let mut plugins = Vec::new();
@@ -261,6 +266,9 @@ fn pool(raw: &RawPool, base_dir: &std::path::Path) -> Result<Pool, Located> {
                 }
                 item_size_max = bytes;
             }
+            "client_buffer" => {
+                client_buffer = Some((number(name, text).map_err(fail)? as usize, key.line));
+            }
             // Only `servers` is left, and reading hands it over as a list.
             _ => return Err(fail(format!("{name} must be a list"))),
         }
@@ -269,6 +277,20 @@ fn pool(raw: &RawPool, base_dir: &std::path::Path) -> Result<Pool, Located> {
     if let Some(line) = redis_auth_line {
         return Err(at.err(line, "redis_auth is only valid for a redis pool"));
     }
+    // A client's buffer holds at least two of the largest values, so one reply always fits
+    // while another is on its way.
+    let client_buffer = match client_buffer {
+        Some((bytes, line)) if bytes < 2 * item_size_max => {
+            return Err(at.err(
+                line,
+                format_args!(
+                    "client_buffer {bytes} is less than twice item_size_max ({item_size_max})"
+                ),
+            ));
+        }
+        Some((bytes, _)) => bytes,
+        None => DEFAULT_CLIENT_BUFFER.max(2 * item_size_max),
+    };
     let Some(listen) = listen else {
         return Err(at.err(raw.line, "missing listen (host:port or /path.sock [mode])"));
     };
@@ -295,6 +317,7 @@ fn pool(raw: &RawPool, base_dir: &std::path::Path) -> Result<Pool, Located> {
         client_connections,
         tcpkeepalive,
         item_size_max,
+        client_buffer,
         plugins,
         routes,
         servers,

@@ -163,6 +163,7 @@ impl Command {
             Command::Delete => ReplyKind::Delete,
             Command::Incr | Command::Decr => ReplyKind::Arithmetic,
             Command::Touch => ReplyKind::Touch,
+            Command::Stats => ReplyKind::Stats,
             _ => ReplyKind::Ok,
         }
     }

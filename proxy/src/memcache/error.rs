@@ -12,6 +12,8 @@ pub enum ProtocolError {
     BadKey,
     /// `incr`/`decr` with a delta that is not an unsigned 64-bit number.
     BadDelta,
+    /// An exptime that is not a number (`touch`, `gat`, `flush_all`).
+    BadExptime,
     /// `delete <key> <time>` with a non-zero time.
     BadDelete,
     /// A meta command whose base64 key does not decode.
@@ -22,6 +24,9 @@ pub enum ProtocolError {
     TooLarge,
     /// A line with no end within the bound: answered, then the connection is closed (fatal).
     LineTooLong,
+    /// An unknown command whose last token starts with `HTTP/`: a browser's request. The
+    /// connection closes without an answer, as memcached closes it (fatal).
+    NotMemcached,
 }
 
 impl ProtocolError {
@@ -33,6 +38,7 @@ impl ProtocolError {
                 b"CLIENT_ERROR bad command line format\r\n"
             }
             ProtocolError::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
+            ProtocolError::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
             ProtocolError::BadDelete => {
                 b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
             }
@@ -40,12 +46,16 @@ impl ProtocolError {
             ProtocolError::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
             ProtocolError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
             ProtocolError::LineTooLong => b"CLIENT_ERROR line too long\r\n",
+            ProtocolError::NotMemcached => b"",
         }
     }
 
     /// After this error the connection cannot be parsed any further and is closed.
     pub fn is_fatal(self) -> bool {
-        matches!(self, ProtocolError::LineTooLong)
+        matches!(
+            self,
+            ProtocolError::LineTooLong | ProtocolError::NotMemcached
+        )
     }
 }
 

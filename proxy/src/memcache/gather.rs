@@ -9,6 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::lines::{END, NO_REPLY};
 use super::reply::{is_error, value_blocks};
+use super::request::Part;
 use super::rewrite::put_value_as;
 
 #[derive(Default)]
@@ -26,6 +27,10 @@ pub struct Gather {
     pub frags: Vec<Option<Bytes>>,
     /// Merge cursors by fragment, kept only to reuse the allocation.
     cursors: Vec<usize>,
+    /// A batch of a retrieval line read in batches (see `Part`): more keys of the line follow
+    /// (no `END` yet) or went before (part of the reply is out already), so a failed server's
+    /// keys are misses, never an error line in the middle of a reply.
+    pub part: Part,
 }
 
 fn words(list: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -39,6 +44,7 @@ impl Gather {
         self.key_frag.clear();
         self.request = Bytes::new();
         self.sent = None;
+        self.part = Part::Whole;
     }
 
     /// The keys as sent to the servers: rewritten ones if any, else the client's.
@@ -103,11 +109,12 @@ impl Gather {
         groups
     }
 
-    /// Merges the fragments' replies into one, in the client's key order, with one END. A key
-    /// whose server failed is a miss; when every server failed, the first error is the reply.
+    /// Merges the fragments' replies into one, in the client's key order, with one END (none
+    /// for a leading batch). A key whose server failed is a miss; when every server failed, the
+    /// first error is the reply (unless it is a batch of a longer reply).
     pub fn merge(&mut self, out: &mut BytesMut) {
         let failed = |r: &Option<Bytes>| r.as_deref().is_none_or(is_error);
-        if self.frags.iter().all(failed) {
+        if !self.part.is_batch() && self.frags.iter().all(failed) {
             out.put_slice(
                 self.frags
                     .iter()
@@ -143,7 +150,9 @@ impl Gather {
             }
         }
         self.cursors = cursors;
-        out.put_slice(END);
+        if self.part != Part::Leading {
+            out.put_slice(END);
+        }
     }
 }
 

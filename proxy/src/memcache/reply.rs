@@ -2,6 +2,8 @@
 
 /// A reply line longer than this with no end means the backend speaks something else.
 const MAX_REPLY_LINE: usize = 8 * 1024;
+/// The most a server's answer to `stats <group>` may hold.
+pub const MAX_STATS_REPLY: usize = 1024 * 1024;
 
 /// The backend sent bytes that are not a memcached reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -10,10 +12,13 @@ pub struct BadReply;
 
 /// Finds where replies end in a backend's byte stream. It remembers how far the current reply
 /// was already checked, so a large multi-get reply arriving in pieces is scanned once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplyScanner {
-    /// Offset of the first VALUE block of the current reply not yet seen whole.
+    /// Offset of the first VALUE block (or stats line) of the current reply not yet seen whole.
     checked: usize,
+    /// The largest value a reply may carry: a bigger one is refused as soon as its length is
+    /// read, never buffered.
+    max_value: usize,
 }
 
 /// The shape of reply a request expects, so anything else from the server is refused.
@@ -31,6 +36,8 @@ pub enum ReplyKind {
     Ok,
     /// mg ms md ma me: a two-letter code (VA with a data block).
     Meta,
+    /// stats <group>: STAT lines, then END; `stats reset`: RESET.
+    Stats,
 }
 
 impl ReplyKind {
@@ -53,6 +60,7 @@ impl ReplyKind {
             }
             ReplyKind::Touch => one_of(&[b"TOUCHED", b"NOT_FOUND"]),
             ReplyKind::Ok => body == b"OK",
+            ReplyKind::Stats => one_of(&[b"END", b"RESET"]),
             ReplyKind::Meta => {
                 let code = &body[..body.len().min(2)];
                 let rest = &body[code.len()..];
@@ -64,6 +72,14 @@ impl ReplyKind {
 }
 
 impl ReplyScanner {
+    /// A scanner refusing values over `max_value` bytes.
+    pub fn new(max_value: usize) -> ReplyScanner {
+        ReplyScanner {
+            checked: 0,
+            max_value,
+        }
+    }
+
     /// The length of the first complete reply in `buf` to a request expecting `kind`, or `None`
     /// until it has all arrived. After `Some`, the caller removes that many bytes from `buf`.
     /// Anything that is not a memcached reply of that kind is `BadReply`.
@@ -89,8 +105,15 @@ impl ReplyScanner {
                 }
                 _ => None,
             };
+            if kind == ReplyKind::Stats && line.starts_with(b"STAT ") {
+                if line_end > MAX_STATS_REPLY {
+                    return Err(BadReply);
+                }
+                self.checked = line_end;
+                continue;
+            }
             if let Some(len) = value {
-                let len = len.ok_or(BadReply)?;
+                let len = len.filter(|&n| n <= self.max_value).ok_or(BadReply)?;
                 let end = line_end + len + 2;
                 if buf.len() < end {
                     return Ok(None);
@@ -105,7 +128,8 @@ impl ReplyScanner {
                 self.checked = end;
                 continue;
             }
-            if !kind.accepts(line) {
+            // Only END closes a reply that has begun (an error or RESET stands alone).
+            if !kind.accepts(line) || (pos > 0 && line != b"END\r\n") {
                 return Err(BadReply);
             }
             self.checked = 0;
@@ -204,7 +228,7 @@ mod tests {
     use super::*;
 
     fn frame_all<'a>(stream: &'a [u8], kinds: &[ReplyKind]) -> Result<Vec<&'a [u8]>, BadReply> {
-        let mut scanner = ReplyScanner::default();
+        let mut scanner = ReplyScanner::new(1 << 20);
         let mut out = Vec::new();
         let mut rest = stream;
         for &kind in kinds {
@@ -248,7 +272,7 @@ mod tests {
     fn every_prefix_is_incomplete() {
         let reply = b"VALUE a 0 3\r\nabc\r\nVALUE bb 1 2 9\r\nxy\r\nEND\r\n";
         for cut in 0..reply.len() {
-            let mut scanner = ReplyScanner::default();
+            let mut scanner = ReplyScanner::new(1 << 20);
             assert_eq!(
                 scanner.next(&reply[..cut], ReplyKind::Retrieval),
                 Ok(None),
@@ -256,7 +280,7 @@ mod tests {
             );
         }
         // Resuming after partial scans gives the same answer.
-        let mut scanner = ReplyScanner::default();
+        let mut scanner = ReplyScanner::new(1 << 20);
         for cut in 0..reply.len() {
             assert_eq!(scanner.next(&reply[..cut], ReplyKind::Retrieval), Ok(None));
         }
@@ -270,7 +294,7 @@ mod tests {
     fn garbage_is_refused() {
         let bad = |wire: &[u8], kind| {
             assert_eq!(
-                ReplyScanner::default().next(wire, kind),
+                ReplyScanner::new(1 << 20).next(wire, kind),
                 Err(BadReply),
                 "{wire:?}"
             )

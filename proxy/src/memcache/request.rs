@@ -6,14 +6,11 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 
 pub use super::command::Command;
-use super::error::ProtocolError;
 pub use super::parse::check_key;
-use super::parse::{parse_line, trim_eol};
+use super::parse::trim_eol;
 
 /// memcached's key length limit.
 pub const MAX_KEY_LEN: usize = 250;
-/// The longest command line accepted (a multi-get of ~500 long keys); longer is fatal.
-pub const MAX_LINE: usize = 128 * 1024;
 
 /// One decoded request. Keys and values are ranges into `frame`, the bytes the client sent.
 #[derive(Debug, Clone)]
@@ -29,6 +26,29 @@ pub struct Request {
     base64_key: bool,
     /// The data block (storage commands), without its `\r\n`.
     value: Range<usize>,
+    /// Where a retrieval read in batches sits in its line.
+    pub part: Part,
+}
+
+/// A retrieval with many keys, or a line too long to hold, is read in batches of keys, each a
+/// request of its own; together they answer as one retrieval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Part {
+    /// A request on its own.
+    #[default]
+    Whole,
+    /// A batch more keys of the same line follow: its reply has no `END`.
+    Leading,
+    /// The last batch of a line: its reply ends with the line's one `END`.
+    Last,
+}
+
+impl Part {
+    /// A batch of a longer line (its reply is part of one that was partly sent already, so a
+    /// failed server's keys are misses, never an error line).
+    pub fn is_batch(self) -> bool {
+        self != Part::Whole
+    }
 }
 
 impl Request {
@@ -54,6 +74,28 @@ impl Request {
     /// Where the key (or key list) sits in `frame()`.
     pub fn keys_range(&self) -> Range<usize> {
         self.keys.clone()
+    }
+
+    /// Builds a request from parsed parts; `frame` holds it all.
+    pub(super) fn from_parts(
+        command: Command,
+        frame: Bytes,
+        keys: Range<usize>,
+        key_count: u32,
+        silent: Option<Range<usize>>,
+        base64_key: bool,
+        value: Range<usize>,
+    ) -> Request {
+        Request {
+            command,
+            frame,
+            keys,
+            key_count,
+            silent,
+            base64_key,
+            value,
+            part: Part::Whole,
+        }
     }
 
     /// How many keys `keys()` yields.
@@ -282,81 +324,3 @@ fn is_integer(t: &[u8]) -> bool {
     let digits = t.strip_prefix(b"-").unwrap_or(t);
     !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit)
 }
-
-/// A refused request: the error to answer with, and how many bytes after the consumed command
-/// line still belong to it (its data block) and must be discarded as they arrive, unbuffered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
-    pub error: ProtocolError,
-    pub skip: usize,
-}
-
-impl From<ProtocolError> for Refusal {
-    fn from(error: ProtocolError) -> Refusal {
-        Refusal { error, skip: 0 }
-    }
-}
-
-/// Decodes the first request in `buf`. `Ok(None)`: incomplete, `buf` untouched. On success and
-/// on every refusal but `LineTooLong` the request's bytes are consumed from `buf`; a refused
-/// storage command's data block is then `skip`ped, as memcached swallows it.
-pub fn decode(buf: &mut BytesMut, item_size_max: usize) -> Result<Option<Request>, Refusal> {
-    let Some(nl) = memchr::memchr(b'\n', buf) else {
-        return if buf.len() > MAX_LINE {
-            Err(ProtocolError::LineTooLong.into())
-        } else {
-            Ok(None)
-        };
-    };
-    let line_len = nl + 1;
-    let line = trim_eol(&buf[..nl]);
-    let mut data_len = None;
-    let parsed = parse_line(line, item_size_max, &mut data_len);
-    let head = match parsed {
-        Ok(head) => head,
-        Err(error) => {
-            let _ = buf.split_to(line_len);
-            return Err(Refusal {
-                error,
-                skip: data_len.map_or(0, |n| n + 2),
-            });
-        }
-    };
-    let frame_len = match head.data_len {
-        None => line_len,
-        Some(n) => {
-            let total = line_len + n + 2;
-            if buf.len() < total {
-                buf.reserve(total - buf.len());
-                return Ok(None);
-            }
-            if &buf[line_len + n..total] != b"\r\n" {
-                // Resynchronise at the end of the line holding the promised end of data, so the
-                // request after a short or long value still parses.
-                let from = line_len + n;
-                let skip = memchr::memchr(b'\n', &buf[from..]).map_or(buf.len(), |i| from + i + 1);
-                let _ = buf.split_to(skip);
-                return Err(ProtocolError::BadDataChunk.into());
-            }
-            total
-        }
-    };
-    let frame = buf.split_to(frame_len).freeze();
-    let value = match head.data_len {
-        Some(n) => line_len..line_len + n,
-        None => line_len..line_len,
-    };
-    Ok(Some(Request {
-        command: head.command,
-        frame,
-        keys: head.keys,
-        key_count: head.key_count,
-        silent: head.silent,
-        base64_key: head.base64_key,
-        value,
-    }))
-}
-
-#[cfg(test)]
-#[path = "request_tests.rs"]
-mod tests;

@@ -2,10 +2,11 @@
 //! rewrote shown as the client's own (in `VALUE` lines, the meta `k` flag and `me`), replies a
 //! meta `q` flag hides, and meta get replies shown as the classic retrievals they stand for.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::Command;
-use super::reply::{MetaHit, meta_hit, value_blocks};
+use super::lines::{END, NO_REPLY};
+use super::reply::{MetaHit, is_error, meta_hit, value_blocks};
 
 /// Writes a `VALUE` block under `key`: `after_key` is the rest of the block as the server sent
 /// it (` <flags> <bytes> [<cas>]\r\n`, the data and its `\r\n`).
@@ -92,6 +93,32 @@ fn put_hit_as_value(hit: &MetaHit<'_>, key: &[u8], cas: bool, out: &mut BytesMut
     out.put_slice(hit.data);
 }
 
+/// Writes the answers of every server to one `stats <group>` as one reply: each server's
+/// `STAT` lines with its name before theirs (`STAT mc1:maxbytes 67108864`), then one `END`.
+/// Servers that failed are left out; when all of them failed, the first error is the reply.
+pub fn put_stats_of(names: &[String], replies: &[Option<Bytes>], out: &mut BytesMut) {
+    let answered = |r: &&Option<Bytes>| r.as_deref().is_some_and(|r| !is_error(r));
+    if !replies.iter().any(|r| answered(&r)) {
+        let first = replies.iter().flatten().next();
+        out.put_slice(first.map_or(NO_REPLY, |r| &r[..]));
+        return;
+    }
+    for (name, reply) in names.iter().zip(replies) {
+        let Some(reply) = reply.as_deref().filter(|r| !is_error(r)) else {
+            continue;
+        };
+        for line in reply.split_inclusive(|&b| b == b'\n') {
+            if let Some(stat) = line.strip_prefix(b"STAT ") {
+                out.put_slice(b"STAT ");
+                out.put_slice(name.as_bytes());
+                out.put_u8(b':');
+                out.put_slice(stat);
+            }
+        }
+    }
+    out.put_slice(END);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +186,38 @@ mod tests {
         assert!(!quiet_hides(Command::MetaSet, b"NS\r\n"));
         assert!(quiet_hides(Command::MetaArithmetic, b"VA 1\r\n5\r\n"));
         assert!(!quiet_hides(Command::MetaDebug, b"EN\r\n"));
+    }
+
+    #[test]
+    fn stats_of_every_server_read_as_one_reply() {
+        let names = ["mc1".to_owned(), "mc2".to_owned(), "mc3".to_owned()];
+        let replies = [
+            Some(Bytes::from_static(
+                b"STAT maxbytes 64\r\nSTAT verbosity 0\r\nEND\r\n",
+            )),
+            Some(Bytes::from_static(b"SERVER_ERROR Connection refused\r\n")),
+            Some(Bytes::from_static(b"STAT maxbytes 128\r\nEND\r\n")),
+        ];
+        let mut out = BytesMut::new();
+        put_stats_of(&names, &replies, &mut out);
+        assert_eq!(
+            &out[..],
+            b"STAT mc1:maxbytes 64\r\nSTAT mc1:verbosity 0\r\nSTAT mc3:maxbytes 128\r\nEND\r\n"
+        );
+        let failed = [
+            None,
+            Some(Bytes::from_static(b"SERVER_ERROR Connection refused\r\n")),
+            None,
+        ];
+        out.clear();
+        put_stats_of(&names, &failed, &mut out);
+        assert_eq!(&out[..], b"SERVER_ERROR Connection refused\r\n");
+        out.clear();
+        put_stats_of(
+            &names,
+            &[Some(Bytes::from_static(b"END\r\n")), None, None],
+            &mut out,
+        );
+        assert_eq!(&out[..], b"END\r\n");
     }
 }

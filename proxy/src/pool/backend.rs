@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -66,8 +67,13 @@ pub struct Backend {
     wake: LocalWake,
     /// The driving task is running (connected, or connecting).
     running: Cell<bool>,
-    /// The server on this connection answered `mn`: one-key retrievals go as meta gets.
-    meta: Cell<bool>,
+    /// Whether the server on this connection speaks the meta protocol: unknown until it
+    /// answered `mn` on a connection of its own (see `probe_meta`).
+    meta: Cell<Option<bool>>,
+    /// The failure epoch when the current connection started (see `Health::epoch`).
+    since: Cell<u64>,
+    /// Clients waiting for room in `queue`.
+    waiters: RefCell<Vec<Waker>>,
     /// Counts connections, so a probe's answer only counts for the connection it was made for.
     generation: Cell<u64>,
     /// Split retrievals joined into one line per batch.
@@ -86,10 +92,40 @@ impl Backend {
             written: Cell::new(0),
             wake: LocalWake::default(),
             running: Cell::new(false),
-            meta: Cell::new(false),
+            meta: Cell::new(None),
+            since: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
             generation: Cell::new(0),
             joins: RefCell::new(Joins::default()),
         })
+    }
+
+    /// True when the queue holds more than the pool's `queue_max`: the client that sent the
+    /// last request there waits for `room` before sending more.
+    pub fn is_full(&self) -> bool {
+        self.queue.borrow().len() >= self.target.shared.queue_max
+    }
+
+    /// Ready once the queue has room again (under half of `queue_max`), or the connection
+    /// failed and dropped it.
+    pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.queue.borrow().len() < self.target.shared.queue_max / 2 {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn wake_waiters(&self) {
+        if self.waiters.borrow().is_empty() {
+            return;
+        }
+        for w in self.waiters.take() {
+            w.wake();
+        }
     }
 
     /// Queues a request: `write` appends its bytes and says where its key went; its reply,
@@ -151,6 +187,9 @@ impl Backend {
         let stats = self.target.counters();
         stats.requests.incr();
         stats.request_bytes.add(len as u64);
+        if before + len >= self.target.shared.queue_max {
+            dest.sink.backpressure(self);
+        }
         let deadline = self
             .target
             .shared
@@ -176,7 +215,13 @@ impl Backend {
     /// The server on this connection speaks the meta protocol (known once it answered `mn` on
     /// a connection of its own, see `probe_meta`).
     pub fn speaks_meta(&self) -> bool {
-        self.meta.get()
+        self.meta.get() == Some(true)
+    }
+
+    /// The server on this connection is known not to speak the meta protocol: meta commands
+    /// are not sent to it (a limited server may close the connection on them).
+    pub fn refuses_meta(&self) -> bool {
+        self.meta.get() == Some(false)
     }
 
     /// Opens the connection ahead of the first request (`preconnect`).
@@ -191,7 +236,9 @@ impl Backend {
     async fn run(self: Rc<Self>) {
         let stats = self.target.counters();
         // Each connection asks anew: the server may have been replaced by an older one.
-        self.meta.set(false);
+        self.meta.set(None);
+        self.since
+            .set(self.target.shared.health[self.target.index].epoch());
         let result = match self.connect().await {
             Ok(stream) => {
                 self.generation.set(self.generation.get() + 1);
@@ -245,8 +292,8 @@ impl Backend {
             .unwrap_or(Duration::from_secs(2));
         let ask = async { ask_mn(self.connect().await.ok()?).await };
         let meta = tokio::time::timeout(limit, ask).await.ok().flatten();
-        if meta == Some(true) && self.generation.get() == generation && self.running.get() {
-            self.meta.set(true);
+        if self.generation.get() == generation && self.running.get() {
+            self.meta.set(Some(meta == Some(true)));
         }
     }
 
@@ -257,7 +304,7 @@ impl Backend {
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut sending = BytesMut::with_capacity(READ_CHUNK);
-        let mut scanner = ReplyScanner::default();
+        let mut scanner = ReplyScanner::new(self.target.shared.config.item_size_max);
         let mut timer = Timer::default();
         loop {
             if sending.is_empty() {
@@ -269,9 +316,21 @@ impl Backend {
                 biased;
                 r = stream.read_buf(&mut rbuf) => {
                     let mut replied = false;
+                    // Nothing handed to the socket is waiting for a reply.
+                    let idle = self.written.get() == 0 && rbuf.is_empty();
                     match r {
+                        // Closed with nothing in flight (a server restart, an idle timeout):
+                        // not a failure; what is queued goes on a new connection.
+                        Ok(0) if idle => {
+                            stats.server_eof.incr();
+                            return Ok(());
+                        }
                         Ok(0) => return Err(Failure::Closed),
                         Ok(_) => {}
+                        Err(_) if idle => {
+                            stats.server_err.incr();
+                            return Ok(());
+                        }
                         Err(e) => return Err(Failure::from_io(&e)),
                     }
                     while !rbuf.is_empty() {
@@ -340,6 +399,7 @@ impl Backend {
         self.joins.borrow_mut().close();
         std::mem::swap(sending, &mut *self.queue.borrow_mut());
         self.written.set(self.inflight.borrow().len());
+        self.wake_waiters();
     }
 
     /// Settles every request on this connection after `failure`. Those that may have reached
@@ -348,7 +408,12 @@ impl Backend {
     /// ring, and get the error otherwise.
     fn fail_all(&self, failure: Failure) {
         let shared = &self.target.shared;
-        let standing = shared.record_failure(self.target.index, &self.target.stats, failure.text());
+        let standing = shared.record_failure(
+            self.target.index,
+            self.since.get(),
+            &self.target.stats,
+            failure.text(),
+        );
         if standing == Standing::EjectedNow {
             tokio::task::spawn_local(health::probe_until_alive(
                 Arc::clone(shared),
@@ -357,6 +422,7 @@ impl Backend {
         }
         self.joins.borrow_mut().clear();
         let queued = std::mem::take(&mut *self.queue.borrow_mut()).freeze();
+        self.wake_waiters();
         let entries = std::mem::take(&mut *self.inflight.borrow_mut());
         let written = self.written.replace(0);
         let reply = failure.reply();
@@ -417,6 +483,8 @@ mod tests {
             let key = request.key.of(&request.bytes).to_vec();
             self.resent.borrow_mut().push((seq, request.bytes, key));
         }
+
+        fn backpressure(&self, _backend: &Rc<Backend>) {}
     }
 
     /// A connection to server `a` of a two-server pool with `options`.

@@ -3,7 +3,7 @@
 //! answers again (nutcracker re-adds blindly and lets client requests pay for the retry).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,11 +18,20 @@ pub struct Health {
     /// Failures since the last reply.
     failures: AtomicU32,
     ejected: AtomicBool,
+    /// Counts the failures counted so far. A connection notes it when it starts; when it
+    /// fails, its failure counts only if no other was counted since, so one server event seen
+    /// by every worker's connection counts once.
+    epoch: AtomicU64,
 }
 
 impl Health {
     pub fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// What a connection starting now notes (see `PoolShared::record_failure`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 }
 
@@ -51,10 +60,18 @@ impl PoolShared {
         }
     }
 
-    /// A connection to `server` failed or closed: counts one failure, and ejects the server at
-    /// `server_failure_limit`. Once it is out of the ring, requests that never reached it may go
-    /// to their keys' new owners.
-    pub fn record_failure(&self, server: usize, stats: &PoolStats, reason: &str) -> Standing {
+    /// A connection to `server`, started at failure epoch `since` (`Health::epoch`), failed or
+    /// closed with requests in flight: counts one failure, unless another connection's failure
+    /// was counted since this one started (the same event, seen by another worker), and ejects
+    /// the server at `server_failure_limit`. Once it is out of the ring, requests that never
+    /// reached it may go to their keys' new owners.
+    pub fn record_failure(
+        &self,
+        server: usize,
+        since: u64,
+        stats: &PoolStats,
+        reason: &str,
+    ) -> Standing {
         let cfg = &self.config;
         if !cfg.auto_eject_hosts {
             return Standing::InRing;
@@ -62,6 +79,17 @@ impl PoolShared {
         let h = &self.health[server];
         if h.is_ejected() {
             return Standing::Ejected;
+        }
+        if h.epoch
+            .compare_exchange(since, since + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Already counted: this connection failed with the others.
+            return if h.is_ejected() {
+                Standing::Ejected
+            } else {
+                Standing::InRing
+            };
         }
         let failures = h.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures < cfg.server_failure_limit.max(1) {

@@ -24,6 +24,11 @@ pub use backend::{Backend, Target};
 pub use failure::Failure;
 pub use health::{Health, Standing};
 
+/// Request bytes a server connection queues, at least, before its clients must wait: a server
+/// that stops reading cannot make walnut hold more than this per connection (and one request
+/// per client that was sending).
+const QUEUE_MAX: usize = 4 * 1024 * 1024;
+
 /// A request's position in its client connection's order, as the client connection numbers
 /// them; the pool only hands it back.
 pub type Seq = u64;
@@ -38,6 +43,10 @@ pub trait ReplySink {
     /// Request `seq` (fragment `frag`) never reached its server, which is now out of the ring:
     /// it may go to its key's new owner, or gets `request.error`.
     fn resend(self: Rc<Self>, seq: Seq, frag: u16, request: Unsent);
+
+    /// The server connection a request of this client was just queued on holds more than it
+    /// should: the client sends nothing more until it has room (`Backend::room`).
+    fn backpressure(&self, backend: &Rc<Backend>);
 }
 
 /// Who gets a request's reply: fragment `frag` of request `seq` of a client connection.
@@ -71,7 +80,9 @@ pub struct PoolShared {
     pub index: usize,
     pub config: Pool,
     /// The name each server goes by in the ring, the logs and the stats.
-    pub names: Vec<String>,
+    pub names: Arc<[String]>,
+    /// Request bytes a server connection queues before its clients wait (backpressure).
+    pub queue_max: usize,
     pub ring: ArcSwap<Ring>,
     /// Each server's failures and ejection, shared by every worker.
     pub health: Vec<Health>,
@@ -82,10 +93,11 @@ pub struct PoolShared {
 
 impl PoolShared {
     pub fn new(index: usize, config: Pool, plugins: PoolChains) -> PoolShared {
-        let names: Vec<String> = config.servers.iter().map(|s| s.ring_name()).collect();
+        let names: Arc<[String]> = config.servers.iter().map(|s| s.ring_name()).collect();
         let empty = Ring::build(config.distribution, &[], &[]);
         let shared = PoolShared {
             index,
+            queue_max: QUEUE_MAX.max(4 * config.item_size_max),
             health: (0..config.servers.len())
                 .map(|_| Health::default())
                 .collect(),

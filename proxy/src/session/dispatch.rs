@@ -3,13 +3,15 @@
 //! retrievals), or broadcast (`flush_all`).
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::Session;
 use super::pending::{Slot, UNANSWERED};
-use crate::memcache::lines::{MN, NO_SERVER, OK, PLUGIN_FAILED, VERSION};
-use crate::memcache::{Command, KeySpan, ReplyKind, Request};
+use crate::memcache::lines::{END, ERROR, MN, NO_SERVER, OK, PLUGIN_FAILED, VERSION};
+use crate::memcache::request::placement_key;
+use crate::memcache::{Command, Decoder, KeySpan, Part, ReplyKind, Request};
 use crate::plugin::{PoolPlugins, Verdict};
 use crate::pool::Seq;
 use crate::stats::PoolStats;
@@ -22,8 +24,13 @@ pub struct Scratch {
     frag_servers: Vec<u16>,
 }
 
+/// The `stats` groups walnut asks every server for (memcached 1.6's; `detail` and `cachedump`
+/// are for debugging one server and are not proxied).
+const STATS_GROUPS: [&[u8]; 5] = [b"slabs", b"items", b"sizes", b"settings", b"conns"];
+
 /// Routes `req`; its reply (if any) is queued on the session in the client's order.
 pub fn dispatch(s: &Rc<Session>, req: Request, scratch: &mut Scratch) {
+    let reserve = s.reply_bound(&req);
     let rewritten = match &s.pool.plugins {
         Some(plugins) => match filter(&req, &mut plugins.borrow_mut(), &s.pool.stats) {
             Ok(rewritten) => rewritten,
@@ -45,19 +52,79 @@ pub fn dispatch(s: &Rc<Session>, req: Request, scratch: &mut Scratch) {
         }
         Command::MetaNoop => s.answer(Bytes::from_static(MN)),
         Command::Quit => {
-            s.pending.push(Slot::Close(None), 0);
+            s.pending.push(Slot::Close(None), 0, 0);
         }
-        Command::Stats => {
-            let text = if req.tokens().next().is_none() {
-                Bytes::from(s.pool.registry.render_memcached(s.pool.shared.index))
-            } else {
-                Bytes::from_static(crate::memcache::lines::ERROR)
+        Command::Stats => stats(s, &req, reserve),
+        Command::FlushAll => broadcast(
+            s,
+            &req,
+            Slot::AllSay {
+                ok: OK,
+                first_other: None,
+            },
+            reserve,
+        ),
+        // `gat <exptime>` with no key, or the end of a line read in batches.
+        c if c.is_retrieval() && req.key_count() == 0 => {
+            if req.part != Part::Leading {
+                s.answer(Bytes::from_static(END));
+            }
+        }
+        c if c.is_retrieval() && (req.key_count() > 1 || req.part.is_batch()) => {
+            retrieve_many(s, &req, rewritten, reserve, scratch)
+        }
+        _ => forward_one(s, &req, rewritten.as_deref(), reserve),
+    }
+}
+
+/// `stats` is walnut's own counters; `stats <group>` is every server's lines for that group
+/// under its name (`STAT mc1:maxbytes ...`) with one `END`; `stats reset` resets every server.
+/// Anything else is memcached's `ERROR`.
+fn stats(s: &Rc<Session>, req: &Request, reserve: usize) {
+    let pool = &s.pool;
+    match req.tokens().next() {
+        None => s.answer(Bytes::from(
+            pool.registry.render_memcached(pool.shared.index),
+        )),
+        Some(b"reset") => {
+            let slot = Slot::AllSay {
+                ok: b"RESET\r\n",
+                first_other: None,
             };
-            s.answer(text);
+            broadcast(s, req, slot, reserve)
         }
-        Command::FlushAll => broadcast(s, &req),
-        c if c.is_retrieval() && req.key_count() > 1 => retrieve_many(s, &req, rewritten, scratch),
-        _ => forward_one(s, &req, rewritten.as_deref()),
+        Some(group) if STATS_GROUPS.contains(&group) => {
+            let slot = Slot::Stats {
+                names: Arc::clone(&pool.shared.names),
+                replies: vec![None; pool.server_count()],
+            };
+            broadcast(s, req, slot, reserve)
+        }
+        Some(_) => s.answer(Bytes::from_static(ERROR)),
+    }
+}
+
+/// Has the owner of `key` drop its value: memcached unlinks the old value of a `set` (or
+/// `ms`) too large to store, so a later `get` misses instead of reading stale data. Sent as a
+/// `delete` nobody waits for, through the pool's plugins like any request (a key they rewrite
+/// is deleted under its rewritten name). A base64 key that is not a valid classic key goes as
+/// a meta delete.
+pub(super) fn unlink(s: &Rc<Session>, key: &[u8], base64: bool, scratch: &mut Scratch) {
+    let mut decoded = [0u8; 512];
+    let plain = placement_key(key, base64, &mut decoded);
+    let mut line = BytesMut::with_capacity(key.len() + 24);
+    if crate::memcache::request::check_key(plain).is_ok() {
+        line.put_slice(b"delete ");
+        line.put_slice(plain);
+        line.put_slice(b" noreply\r\n");
+    } else {
+        line.put_slice(b"md ");
+        line.put_slice(key);
+        line.put_slice(b" b q\r\n");
+    }
+    let mut one_request = Decoder::new(0, 1);
+    if let Ok(Some(req)) = one_request.decode(&mut line) {
+        dispatch(s, req, scratch);
     }
 }
 
@@ -122,7 +189,7 @@ fn one_line(message: &str) -> String {
 }
 
 /// Sends a one-key request to the server its key is placed on; `new_key` replaces the client's.
-fn forward_one(s: &Rc<Session>, req: &Request, new_key: Option<&[u8]>) {
+fn forward_one(s: &Rc<Session>, req: &Request, new_key: Option<&[u8]>, reserve: usize) {
     let mut scratch = [0u8; 512];
     let key = match new_key {
         Some(k) => k,
@@ -135,7 +202,12 @@ fn forward_one(s: &Rc<Session>, req: &Request, new_key: Option<&[u8]>) {
         return;
     };
     if req.command.is_retrieval() {
-        return retrieve_one(s, req, server, new_key);
+        return retrieve_one(s, req, server, new_key, reserve);
+    }
+    let backend = s.pool.backend(server, s.id);
+    if req.is_meta() && backend.refuses_meta() {
+        // What a memcached without the meta protocol answers; a limited server never sees it.
+        return s.answer(Bytes::from_static(ERROR));
     }
     let seq = if req.is_noreply() {
         UNANSWERED
@@ -150,20 +222,24 @@ fn forward_one(s: &Rc<Session>, req: &Request, new_key: Option<&[u8]>) {
         } else {
             Slot::Reply(None)
         };
-        s.pending.push(slot, 1)
+        s.pending.push(slot, 1, reserve)
     };
-    s.pool
-        .backend(server, s.id)
-        .send(s.dest(seq, 0), req.command.reply_kind(), |buf| {
-            req.write_forward(buf, new_key)
-        });
+    backend.send(s.dest(seq, 0), req.command.reply_kind(), |buf| {
+        req.write_forward(buf, new_key)
+    });
 }
 
 /// A one-key retrieval (its key rewritten to `new_key` by a plugin, if given) for `server`: as
 /// a meta get when the server speaks meta (see `Slot::FromMeta`), else as it came, or, with a
 /// rewritten key, as a one-key gather (whose merge shows the client's key). The client sees
 /// the classic reply under its own key either way.
-fn retrieve_one(s: &Rc<Session>, req: &Request, server: usize, new_key: Option<&[u8]>) {
+fn retrieve_one(
+    s: &Rc<Session>,
+    req: &Request,
+    server: usize,
+    new_key: Option<&[u8]>,
+    reserve: usize,
+) {
     let backend = s.pool.backend(server, s.id);
     let meta = backend.speaks_meta() && req.fits_meta_get();
     if !meta && let Some(new_key) = new_key {
@@ -174,7 +250,7 @@ fn retrieve_one(s: &Rc<Session>, req: &Request, server: usize, new_key: Option<&
         );
         g.key_frag.push(0);
         g.frags.push(None);
-        let seq = s.pending.push(Slot::Gather(g), 1);
+        let seq = s.pending.push(Slot::Gather(g), 1, reserve);
         return send_fragment(s, seq, 0, server as u16);
     }
     let (slot, kind) = if meta {
@@ -187,7 +263,7 @@ fn retrieve_one(s: &Rc<Session>, req: &Request, server: usize, new_key: Option<&
     } else {
         (Slot::Reply(None), ReplyKind::Retrieval)
     };
-    let seq = s.pending.push(slot, 1);
+    let seq = s.pending.push(slot, 1, reserve);
     backend.send(s.dest(seq, 0), kind, |buf| match meta {
         true => req
             .write_as_meta_get(buf, new_key)
@@ -196,10 +272,16 @@ fn retrieve_one(s: &Rc<Session>, req: &Request, server: usize, new_key: Option<&
     });
 }
 
-/// A retrieval over several keys: one request per server holding some of its keys, merged back
-/// in the client's key order. `sent` is the space-separated key list to send instead of the
-/// client's, when plugins rewrote keys.
-fn retrieve_many(s: &Rc<Session>, req: &Request, sent: Option<Bytes>, scratch: &mut Scratch) {
+/// A retrieval over several keys (or a batch of a line read in batches): one request per
+/// server holding some of its keys, merged back in the client's key order. `sent` is the
+/// space-separated key list to send instead of the client's, when plugins rewrote keys.
+fn retrieve_many(
+    s: &Rc<Session>,
+    req: &Request,
+    sent: Option<Bytes>,
+    reserve: usize,
+    scratch: &mut Scratch,
+) {
     scratch.servers.clear();
     let sent_keys = sent.as_deref().unwrap_or(&req.frame()[req.keys_range()]);
     for key in sent_keys.split(|&b| b == b' ').filter(|k| !k.is_empty()) {
@@ -209,9 +291,10 @@ fn retrieve_many(s: &Rc<Session>, req: &Request, sent: Option<Bytes>, scratch: &
         }
     }
     let first = scratch.servers[0];
-    if sent.is_none() && scratch.servers.iter().all(|&s| s == first) {
+    let whole = sent.is_none() && !req.part.is_batch();
+    if whole && scratch.servers.iter().all(|&s| s == first) {
         // All on one server and not rewritten: the request goes as it came, and so does the reply.
-        let seq = s.pending.push(Slot::Reply(None), 1);
+        let seq = s.pending.push(Slot::Reply(None), 1, reserve);
         s.pool
             .backend(first as usize, s.id)
             .send(s.dest(seq, 0), ReplyKind::Retrieval, |buf| {
@@ -240,7 +323,8 @@ fn retrieve_many(s: &Rc<Session>, req: &Request, sent: Option<Bytes>, scratch: &
         .gather_for(req.frame().clone(), req.keys_range(), sent);
     gather.key_frag.extend_from_slice(&scratch.servers);
     gather.frags.resize(frags, None);
-    let seq = s.pending.push(Slot::Gather(gather), frags as u16);
+    gather.part = req.part;
+    let seq = s.pending.push(Slot::Gather(gather), frags as u16, reserve);
     s.pool.stats.pool.fragments.add(frags as u64);
     for (frag, &server) in scratch.frag_servers.iter().enumerate() {
         send_fragment(s, seq, frag as u16, server);
@@ -257,17 +341,19 @@ pub(super) fn send_fragment(s: &Rc<Session>, seq: Seq, frag: u16, server: u16) {
     });
 }
 
-/// `flush_all` goes to every server; the client hears `OK` only when all of them said it.
-fn broadcast(s: &Rc<Session>, req: &Request) {
+/// A request every server gets (`flush_all`, `stats <group>`), its replies gathered in `slot`
+/// (each server's as fragment `server`).
+fn broadcast(s: &Rc<Session>, req: &Request, slot: Slot, reserve: usize) {
     let n = s.pool.server_count();
     let seq = match req.is_noreply() {
         true => UNANSWERED,
-        false => s.pending.push(Slot::AllOk(None), n as u16),
+        false => s.pending.push(slot, n as u16, reserve),
     };
+    let kind = req.command.reply_kind();
     for server in 0..n {
         s.pool
             .backend(server, s.id)
-            .send(s.dest(seq, 0), ReplyKind::Ok, |buf| {
+            .send(s.dest(seq, server as u16), kind, |buf| {
                 req.write_forward(buf, None)
             });
     }

@@ -4,19 +4,23 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::memcache::Command;
 use crate::memcache::Gather;
-use crate::memcache::lines::{NO_REPLY, OK};
-use crate::memcache::rewrite::{meta_get_as_classic, put_meta_as, quiet_hides};
+use crate::memcache::lines::NO_REPLY;
+use crate::memcache::rewrite::{meta_get_as_classic, put_meta_as, put_stats_of, quiet_hides};
 use crate::net::Stream;
 use crate::pool::Seq;
 use crate::wake::LocalWake;
 
 /// The sequence number of a request nobody waits for (`noreply`): its reply is dropped.
 pub const UNANSWERED: Seq = Seq::MAX;
+
+/// An output buffer grown past this by a spike is given back once it has been written.
+const KEEP_OUT: usize = 64 * 1024;
 
 /// What a finished request writes back.
 pub enum Slot {
@@ -40,14 +44,25 @@ pub enum Slot {
     },
     /// A retrieval split over several servers, merged back into the client's key order.
     Gather(Box<Gather>),
-    /// A broadcast (`flush_all`): `OK` only when every server said OK, else the first other reply.
-    AllOk(Option<Bytes>),
+    /// A broadcast (`flush_all`, `stats reset`): `ok` only when every server said it, else the
+    /// first other reply.
+    AllSay {
+        ok: &'static [u8],
+        first_other: Option<Bytes>,
+    },
+    /// `stats <group>` asked of every server: each server's lines under its name, one `END`.
+    Stats {
+        names: Arc<[String]>,
+        replies: Vec<Option<Bytes>>,
+    },
     /// `quit` or a fatal protocol error: close once everything before it is written.
     Close(Option<&'static [u8]>),
 }
 
 struct Entry {
     outstanding: u16,
+    /// Reply bytes set aside for it until it is written out (see `Pending::has_room`).
+    reserved: usize,
     slot: Slot,
 }
 
@@ -58,6 +73,8 @@ pub struct Pending {
     head: Cell<Seq>,
     /// Replies in order, not yet taken by the socket.
     out: RefCell<BytesMut>,
+    /// The sum of the waiting entries' reservations.
+    reserved: Cell<usize>,
     /// The socket took nothing: the client task waits until it is writable.
     blocked: Cell<bool>,
     /// Writing failed: the connection is finished.
@@ -108,7 +125,11 @@ impl Pending {
             }
         }
         if out.is_empty() {
-            out.clear();
+            if out.capacity() > KEEP_OUT {
+                *out = BytesMut::new();
+            } else {
+                out.clear();
+            }
         }
     }
 
@@ -134,6 +155,8 @@ impl Pending {
     pub fn close(&self, stream: &Stream) {
         self.broken.set(true);
         self.entries.borrow_mut().clear();
+        self.reserved.set(0);
+        *self.out.borrow_mut() = BytesMut::new();
         stream.shutdown_write();
     }
 
@@ -156,10 +179,22 @@ impl Pending {
     pub fn unwritten(&self) -> usize {
         self.out.borrow().len()
     }
-    /// Adds a request waiting for `outstanding` replies; returns its sequence number.
-    pub fn push(&self, slot: Slot, outstanding: u16) -> Seq {
+
+    /// Reply bytes set aside for the requests still waiting.
+    pub fn reserved(&self) -> usize {
+        self.reserved.get()
+    }
+
+    /// Adds a request waiting for `outstanding` replies, with `reserve` bytes set aside for
+    /// them; returns its sequence number.
+    pub fn push(&self, slot: Slot, outstanding: u16, reserve: usize) -> Seq {
         let mut entries = self.entries.borrow_mut();
-        entries.push_back(Entry { outstanding, slot });
+        entries.push_back(Entry {
+            outstanding,
+            reserved: reserve,
+            slot,
+        });
+        self.reserved.set(self.reserved.get() + reserve);
         self.head.get() + entries.len() as Seq - 1
     }
 
@@ -206,11 +241,12 @@ impl Pending {
                 *r = Some(reply)
             }
             Slot::Gather(g) => g.frags[frag as usize] = Some(reply),
-            Slot::AllOk(first) => {
-                if first.is_none() && reply != OK {
-                    *first = Some(reply);
+            Slot::AllSay { ok, first_other } => {
+                if first_other.is_none() && reply != *ok {
+                    *first_other = Some(reply);
                 }
             }
+            Slot::Stats { replies, .. } => replies[frag as usize] = Some(reply),
             Slot::Close(_) => {}
         }
         entry.outstanding = entry.outstanding.saturating_sub(1);
@@ -275,6 +311,7 @@ impl Pending {
                 self.head.set(self.head.get() + 1);
                 entries.pop_front().expect("front checked")
             };
+            self.reserved.set(self.reserved.get() - entry.reserved);
             match entry.slot {
                 Slot::Reply(r) => out.put_slice(r.as_deref().unwrap_or(NO_REPLY)),
                 Slot::Meta {
@@ -295,7 +332,10 @@ impl Pending {
                 Slot::FromMeta { key, cas, reply } => {
                     meta_get_as_classic(reply.as_deref().unwrap_or(NO_REPLY), &key, cas, out)
                 }
-                Slot::AllOk(first) => out.put_slice(first.as_deref().unwrap_or(OK)),
+                Slot::AllSay { ok, first_other } => {
+                    out.put_slice(first_other.as_deref().unwrap_or(ok))
+                }
+                Slot::Stats { names, replies } => put_stats_of(&names, &replies, out),
                 Slot::Gather(mut g) => {
                     g.merge(out);
                     g.clear();
@@ -307,6 +347,7 @@ impl Pending {
                     }
                     // Nothing after a close is answered.
                     self.entries.borrow_mut().clear();
+                    self.reserved.set(0);
                     return true;
                 }
             }
