@@ -556,7 +556,7 @@ fn a_bad_key_in_a_line_read_in_batches_ends_it() {
         .iter()
         .take_while(|r| **r == Ok((Command::Get, Part::Leading)))
         .count();
-    assert!(leading >= 1 && leading <= 3000 / BATCH, "{out:?}");
+    assert!((1..=3000 / BATCH).contains(&leading), "{out:?}");
     assert_eq!(
         out[leading..],
         [
