@@ -355,7 +355,7 @@ fn a_line_with_no_end_past_128_kib_is_refused_and_closed() {
 fn after_every_kind_of_error_the_connection_keeps_working() {
     let (_servers, walnut) = setup("  item_size_max: 1024\n");
     let mut c = walnut.client();
-    let (keys, get, reply) = known_keys(&mut c, "mixed");
+    let (keys, get, _) = known_keys(&mut c, "mixed");
     let mut big = format!("set {} 0 0 1500\r\n", keys[0]).into_bytes();
     big.resize(big.len() + 1500, b'b');
     big.extend_from_slice(b"\r\n");
