@@ -156,7 +156,7 @@ fn one_key_retrievals_become_meta_gets() {
     let meta = |wire: &[u8], key: Option<&[u8]>| {
         let r = one(wire).unwrap().unwrap();
         let mut buf = BytesMut::new();
-        let span = r.write_as_meta_get(&mut buf, key)?;
+        let span = r.write_as_meta_get(&mut buf, key, 0)?;
         assert_eq!(
             span.of(&buf),
             key.unwrap_or(r.key()),
@@ -168,6 +168,12 @@ fn one_key_retrievals_become_meta_gets() {
     assert_eq!(meta(b"gets  k \r\n", None).unwrap(), b"mg k f v c\r\n");
     assert_eq!(meta(b"gat 10 k\r\n", None).unwrap(), b"mg k f v T10\r\n");
     assert_eq!(meta(b"gats -1 k\r\n", None).unwrap(), b"mg k f v c T-1\r\n");
+    let mut buf = BytesMut::new();
+    one(b"get k\r\n")
+        .unwrap()
+        .unwrap()
+        .write_as_meta_get(&mut buf, None, 42);
+    assert_eq!(&buf[..], b"mg k f v O42\r\n");
     assert_eq!(
         meta(b"get k\r\n", Some(b"new:k")).unwrap(),
         b"mg new:k f v\r\n"
@@ -183,6 +189,7 @@ fn one_key_retrievals_become_meta_gets() {
         (b"mg k f v c\r\n", b"gets k\r\n"),
         (b"mg k f v T10\r\n", b"gat 10 k\r\n"),
         (b"mg new:k f v c T-1\r\n", b"gats -1 new:k\r\n"),
+        (b"mg k f v O7\r\n", b"get k\r\n"),
     ] {
         let mut back = BytesMut::new();
         let span = write_meta_get_as_classic(mg, &mut back);

@@ -3,10 +3,14 @@
 //! (`get a1 a2 b1 c1 c2 c3`): memcached parses one command and answers in one packet, where
 //! each command would cost it a packet of its own. The reply is cut back into one piece per
 //! fragment by walking its VALUE blocks against each fragment's keys, in order.
+//!
+//! The keys of every classic retrieval in flight are kept, joined or not, so each reply is
+//! checked against the keys it must answer: a server that answers a request twice, or skips
+//! one, would otherwise shift every later reply onto the wrong request.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::reply::{is_error, value_blocks};
+use super::reply::{BadReply, is_error, value_blocks};
 
 /// Joined lines stay below this length, far under memcached's limits for a command line.
 const MAX_LINE: usize = 2000;
@@ -20,13 +24,15 @@ pub enum Join {
     Head(u32),
     /// Joined to the line of the `Head` before it; its reply is part of the head's.
     Member(u32),
+    /// A retrieval on a line of its own, kept whole; its keys are kept to check its reply.
+    Whole(u32),
 }
 
 impl Join {
     pub fn key_bytes(self) -> usize {
         match self {
             Join::Alone => 0,
-            Join::Head(n) | Join::Member(n) => n as usize,
+            Join::Head(n) | Join::Member(n) | Join::Whole(n) => n as usize,
         }
     }
 }
@@ -88,15 +94,23 @@ impl Joins {
         }
     }
 
+    /// Records the keys (space-separated) of a retrieval sent on a line of its own, to check
+    /// its reply.
+    pub fn keep(&mut self, keys: &[u8]) -> Join {
+        self.keys.put_slice(keys);
+        Join::Whole(keys.len() as u32)
+    }
+
     /// Cuts `reply`, the reply to one line, into one piece per retrieval of the line (`joins`,
     /// head first) into `pieces`: each its VALUE blocks, without END (the merge adds one). An
-    /// error answers for all of them.
+    /// error answers for all of them. A reply with a block for a key not asked, or out of
+    /// order, is not the line's reply: `BadReply`.
     pub fn split(
         &mut self,
         reply: &Bytes,
         joins: impl Iterator<Item = Join>,
         pieces: &mut Vec<Bytes>,
-    ) {
+    ) -> Result<(), BadReply> {
         pieces.clear();
         let failed = is_error(reply);
         let (mut at, mut used) = (0, 0);
@@ -108,16 +122,40 @@ impl Joins {
                 continue;
             }
             let start = at;
-            for key in keys.split(|&b| b == b' ') {
-                match value_blocks(&reply[at..]).next() {
-                    Some(block) if block.key == key => at += block.block.len(),
-                    _ => {}
-                }
-            }
+            at = answered(reply, at, keys);
             pieces.push(reply.slice(start..at));
         }
         self.keys.advance(used);
+        if !failed && &reply[at..] != b"END\r\n" {
+            return Err(BadReply);
+        }
+        Ok(())
     }
+
+    /// Checks `reply`, the reply to a retrieval kept whole (`Join::Whole`), against its keys.
+    pub fn check_whole(&mut self, reply: &[u8], join: Join) -> Result<(), BadReply> {
+        let n = join.key_bytes();
+        let at = answered(reply, 0, &self.keys[..n]);
+        self.keys.advance(n);
+        if is_error(reply) || &reply[at..] == b"END\r\n" {
+            Ok(())
+        } else {
+            Err(BadReply)
+        }
+    }
+}
+
+/// Walks the VALUE blocks of `reply` from `at` against `keys` (space-separated), in order: a
+/// server answers the keys it holds in the order they were asked. Returns where the blocks for
+/// these keys end.
+fn answered(reply: &[u8], mut at: usize, keys: &[u8]) -> usize {
+    for key in keys.split(|&b| b == b' ') {
+        match value_blocks(&reply[at..]).next() {
+            Some(block) if block.key == key => at += block.block.len(),
+            _ => {}
+        }
+    }
+    at
 }
 
 #[cfg(test)]
@@ -168,7 +206,7 @@ mod tests {
             b"VALUE a 0 1\r\n1\r\nVALUE a 0 1\r\n1\r\nVALUE a 0 1\r\n1\r\nVALUE d 0 2\r\n22\r\nEND\r\n",
         );
         let mut pieces = Vec::new();
-        j.split(&reply, joins.into_iter(), &mut pieces);
+        j.split(&reply, joins.into_iter(), &mut pieces).unwrap();
         assert_eq!(
             pieces,
             [
@@ -185,7 +223,42 @@ mod tests {
             append(&mut j, &mut q, "get ", "y"),
         ];
         let error = Bytes::from_static(b"SERVER_ERROR out of memory\r\n");
-        j.split(&error, joins.into_iter(), &mut pieces);
+        j.split(&error, joins.into_iter(), &mut pieces).unwrap();
         assert_eq!(pieces, [error.clone(), error]);
+    }
+
+    #[test]
+    fn a_reply_that_is_not_for_the_keys_asked_is_refused() {
+        let (mut j, mut q) = (Joins::default(), BytesMut::new());
+        let joins = [
+            append(&mut j, &mut q, "get ", "a b"),
+            append(&mut j, &mut q, "get ", "c"),
+        ];
+        // A block for a key not asked (another request's reply, shifted onto this one).
+        let shifted = Bytes::from_static(b"VALUE z 0 1\r\nz\r\nEND\r\n");
+        assert_eq!(
+            j.split(&shifted, joins.into_iter(), &mut Vec::new()),
+            Err(BadReply)
+        );
+        // Out of order.
+        j.clear();
+        let joins = [append(&mut j, &mut q, "get ", "a b")];
+        let swapped = Bytes::from_static(b"VALUE b 0 1\r\nb\r\nVALUE a 0 1\r\na\r\nEND\r\n");
+        assert_eq!(
+            j.split(&swapped, joins.into_iter(), &mut Vec::new()),
+            Err(BadReply)
+        );
+        // A retrieval kept whole: the same check.
+        j.clear();
+        let whole = j.keep(b"k");
+        assert_eq!(
+            j.check_whole(b"VALUE wrong_key 0 1\r\nx\r\nEND\r\n", whole),
+            Err(BadReply)
+        );
+        let whole = j.keep(b"k");
+        assert_eq!(j.check_whole(b"VALUE k 0 1\r\nx\r\nEND\r\n", whole), Ok(()));
+        let whole = j.keep(b"k");
+        assert_eq!(j.check_whole(b"END\r\n", whole), Ok(()));
+        assert!(j.keys.is_empty());
     }
 }

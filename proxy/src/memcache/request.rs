@@ -169,11 +169,16 @@ impl Request {
     }
 
     /// Writes a one-key `get`/`gets`/`gat`/`gats` as the meta get that answers the same:
-    /// `mg <key> f v`, with `c` for the cas forms and `T<exptime>` for the touching ones; `key`
-    /// replaces the client's. Returns where the key went, or `None`, writing nothing, for
+    /// `mg <key> f v`, with `c` for the cas forms and `T<exptime>` for the touching ones, and
+    /// `O<opaque>` unless it is 0; `key` replaces the client's. Returns where the key went, or `None`, writing nothing, for
     /// anything else, and for a `gat` whose exptime is not a number (memcached's own error for
     /// it then stays the same).
-    pub fn write_as_meta_get(&self, buf: &mut BytesMut, key: Option<&[u8]>) -> Option<KeySpan> {
+    pub fn write_as_meta_get(
+        &self,
+        buf: &mut BytesMut,
+        key: Option<&[u8]>,
+        opaque: u32,
+    ) -> Option<KeySpan> {
         if !self.fits_meta_get() {
             return None;
         }
@@ -193,6 +198,10 @@ impl Request {
         if touch {
             buf.extend_from_slice(b" T");
             buf.extend_from_slice(exptime);
+        }
+        if opaque != 0 {
+            buf.extend_from_slice(b" O");
+            buf.extend_from_slice(itoa::Buffer::new().format(opaque).as_bytes());
         }
         buf.extend_from_slice(b"\r\n");
         Some(KeySpan::new(3, key.len(), false))

@@ -54,7 +54,7 @@ pub fn quiet_hides(cmd: Command, reply: &[u8]) -> bool {
 /// <flags> <len> [<cas>]`, the data and `END`; `EN` becomes `END`. The classic reply of a
 /// server that was asked classically is shown under `key`; an error is passed on as it is.
 pub fn meta_get_as_classic(reply: &[u8], key: &[u8], cas: bool, out: &mut BytesMut) {
-    if reply == b"EN\r\n" {
+    if reply.starts_with(b"EN\r\n") || reply.starts_with(b"EN ") {
         out.put_slice(super::lines::END);
         return;
     }
@@ -131,6 +131,11 @@ mod tests {
             out.to_vec()
         };
         assert_eq!(classic(b"EN\r\n", false), b"END\r\n");
+        assert_eq!(classic(b"EN O12\r\n", false), b"END\r\n");
+        assert_eq!(
+            classic(b"VA 1 f3 O12\r\nx\r\n", false),
+            b"VALUE k1 3 1\r\nx\r\nEND\r\n"
+        );
         assert_eq!(
             classic(b"VA 3 f7\r\nabc\r\n", false),
             b"VALUE k1 7 3\r\nabc\r\nEND\r\n"

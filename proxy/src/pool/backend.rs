@@ -16,6 +16,7 @@ use super::failure::Failure;
 use super::health::{self, Standing};
 use super::{Dest, PoolShared, Unsent};
 use crate::memcache::join::{Join, Joins};
+use crate::memcache::reply::{BadReply, is_error};
 use crate::memcache::{KeySpan, ReplyKind, ReplyScanner};
 use crate::net::Stream;
 use crate::stats::{PoolStats, ServerCounters};
@@ -32,6 +33,8 @@ struct Inflight {
     /// Where the request's key is in those bytes.
     key: KeySpan,
     join: Join,
+    /// The opaque (`O`) token its reply must echo (a meta get walnut wrote), or 0.
+    opaque: u32,
 }
 
 /// The server a connection goes to, and the counters it keeps.
@@ -76,8 +79,10 @@ pub struct Backend {
     waiters: RefCell<Vec<Waker>>,
     /// Counts connections, so a probe's answer only counts for the connection it was made for.
     generation: Cell<u64>,
-    /// Split retrievals joined into one line per batch.
+    /// Split retrievals joined into one line per batch, and every classic retrieval's keys.
     joins: RefCell<Joins>,
+    /// The last opaque token given to a meta get on this connection.
+    opaque: Cell<u32>,
 }
 
 /// The most bytes read from a server in one call; replies are sliced out of this buffer.
@@ -97,6 +102,7 @@ impl Backend {
             waiters: RefCell::new(Vec::new()),
             generation: Cell::new(0),
             joins: RefCell::new(Joins::default()),
+            opaque: Cell::new(0),
         })
     }
 
@@ -129,21 +135,46 @@ impl Backend {
     }
 
     /// Queues a request: `write` appends its bytes and says where its key went; its reply,
-    /// expected to be of `kind`, goes to `dest`.
+    /// expected to be of `kind`, goes to `dest`. A retrieval's keys are kept to check its
+    /// reply against.
     pub fn send(
         self: &Rc<Self>,
         dest: Dest,
         kind: ReplyKind,
         write: impl FnOnce(&mut BytesMut) -> KeySpan,
     ) {
+        let (before, len, key, join) = {
+            let mut queue = self.queue.borrow_mut();
+            let mut joins = self.joins.borrow_mut();
+            joins.close();
+            let before = queue.len();
+            let key = write(&mut queue);
+            let join = match kind {
+                ReplyKind::Retrieval => joins.keep(key.of(&queue[before..])),
+                _ => Join::Alone,
+            };
+            (before, queue.len() - before, key, join)
+        };
+        self.enqueue(dest, kind, before, len, key, join, 0);
+    }
+
+    /// Queues a meta get that `write` appends with the opaque token it is given (`O<token>`),
+    /// which the reply must echo: a reply with another token is not this request's.
+    pub fn send_meta_get(
+        self: &Rc<Self>,
+        dest: Dest,
+        write: impl FnOnce(&mut BytesMut, u32) -> KeySpan,
+    ) {
+        let opaque = self.opaque.get().wrapping_add(1).max(1);
+        self.opaque.set(opaque);
         let (before, len, key) = {
             let mut queue = self.queue.borrow_mut();
             self.joins.borrow_mut().close();
             let before = queue.len();
-            let key = write(&mut queue);
+            let key = write(&mut queue, opaque);
             (before, queue.len() - before, key)
         };
-        self.enqueue(dest, kind, before, len, key, Join::Alone);
+        self.enqueue(dest, ReplyKind::Meta, before, len, key, Join::Alone, opaque);
     }
 
     /// Queues a fragment of a split retrieval: `prefix` is its command (`get `, `gat 10 `) and
@@ -171,10 +202,12 @@ impl Backend {
             len,
             KeySpan::default(),
             join,
+            0,
         );
     }
 
     /// Records a request whose `len` bytes were appended to the queue at `before`.
+    #[allow(clippy::too_many_arguments)]
     fn enqueue(
         self: &Rc<Self>,
         dest: Dest,
@@ -183,6 +216,7 @@ impl Backend {
         len: usize,
         key: KeySpan,
         join: Join,
+        opaque: u32,
     ) {
         let stats = self.target.counters();
         stats.requests.incr();
@@ -203,6 +237,7 @@ impl Backend {
             len: len as u32,
             key,
             join,
+            opaque,
         });
         if !self.running.get() {
             self.running.set(true);
@@ -361,11 +396,23 @@ impl Backend {
                         self.written.set(self.written.get().saturating_sub(group.len()));
                         stats.responses.add(group.len() as u64);
                         stats.response_bytes.add(reply.len() as u64);
-                        if group[0].join == Join::Alone {
+                        let checked = match group[0].join {
+                            Join::Alone => check_opaque(&reply, group[0].opaque),
+                            Join::Whole(_) => self.joins.borrow_mut().check_whole(&reply, group[0].join),
+                            _ => self.joins.borrow_mut().split(&reply, group.iter().map(|e| e.join), &mut pieces),
+                        };
+                        if checked.is_err() {
+                            // Not the reply these requests wait for: the server and walnut are out
+                            // of step, so nothing more on this connection can be trusted.
+                            for entry in group.drain(..) {
+                                entry.dest.settle(Failure::BadReply.reply());
+                            }
+                            return Err(Failure::BadReply);
+                        }
+                        if !matches!(group[0].join, Join::Head(_)) {
                             group.pop().expect("one").dest.settle(reply);
                             continue;
                         }
-                        self.joins.borrow_mut().split(&reply, group.iter().map(|e| e.join), &mut pieces);
                         for (entry, piece) in group.drain(..).zip(pieces.drain(..)) {
                             entry.dest.settle(piece);
                         }
@@ -445,6 +492,29 @@ impl Backend {
             }
             entry.dest.settle(reply.clone());
         }
+    }
+}
+
+/// A meta reply given `opaque` (not 0) must echo it as its `O` token.
+fn check_opaque(reply: &[u8], opaque: u32) -> Result<(), BadReply> {
+    if opaque == 0 || is_error(reply) {
+        return Ok(());
+    }
+    let eol = memchr::memchr(b'\r', reply).unwrap_or(reply.len());
+    let mut token = [0u8; 11];
+    token[0] = b'O';
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(opaque).as_bytes();
+    token[1..=digits.len()].copy_from_slice(digits);
+    let token = &token[..=digits.len()];
+    if reply[..eol]
+        .split(|&b| b == b' ')
+        .skip(1)
+        .any(|t| t == token)
+    {
+        Ok(())
+    } else {
+        Err(BadReply)
     }
 }
 

@@ -264,12 +264,14 @@ fn retrieve_one(
         (Slot::Reply(None), ReplyKind::Retrieval)
     };
     let seq = s.pending.push(slot, 1, reserve);
-    backend.send(s.dest(seq, 0), kind, |buf| match meta {
-        true => req
-            .write_as_meta_get(buf, new_key)
-            .expect("fits_meta_get was checked"),
-        false => req.write_forward(buf, new_key),
-    });
+    if meta {
+        backend.send_meta_get(s.dest(seq, 0), |buf, opaque| {
+            req.write_as_meta_get(buf, new_key, opaque)
+                .expect("fits_meta_get was checked")
+        });
+    } else {
+        backend.send(s.dest(seq, 0), kind, |buf| req.write_forward(buf, new_key));
+    }
 }
 
 /// A retrieval over several keys (or a batch of a line read in batches): one request per

@@ -93,15 +93,18 @@ impl Session {
     }
 
     /// Whether a request whose reply needs `need` bytes may be sent now: the connection's
-    /// `client_buffer` has room for it, and the client reads what it was sent. A connection
-    /// with nothing waiting always may (a request larger than the whole buffer goes alone).
+    /// `client_buffer` has room for it beside the replies set aside and those not yet read,
+    /// and the client reads what it was sent. A connection with nothing waiting always may (a
+    /// request larger than the whole buffer goes alone).
     fn has_room(&self, need: usize) -> bool {
         let p = &self.pending;
         let budget = self.pool.shared.config.client_buffer;
         if p.is_empty() && p.unwritten() == 0 {
             return true;
         }
-        p.len() < MAX_PENDING && p.unwritten() < MAX_OUT && p.reserved() + need <= budget
+        p.len() < MAX_PENDING
+            && p.unwritten() < MAX_OUT
+            && p.reserved() + p.unwritten() + need <= budget
     }
 }
 
@@ -177,8 +180,11 @@ pub async fn serve(stream: Stream, pool: Rc<WorkerPool>, id: usize, mut shutdown
         if pending.is_closed() {
             break;
         }
+        // Room is set aside for every reply in flight, so this is a reply larger than its
+        // room: a server answering more than asked. The client is cut off rather than held
+        // past its budget.
         if pending.unwritten() > cfg.client_buffer {
-            tracing::warn!(pool = %cfg.name, unread = pending.unwritten(), client_buffer = cfg.client_buffer, "client does not read its replies; closing its connection");
+            tracing::warn!(pool = %cfg.name, unread = pending.unwritten(), client_buffer = cfg.client_buffer, "replies for a client exceed its client_buffer; closing its connection");
             counters.client_err.incr();
             break;
         }
