@@ -1,16 +1,20 @@
-//! The plugin ABI, shared by the SDK and the walnut host so both sides speak one encoding.
+//! The plugin ABI: the one definition of every encoding, used by the SDK (plugin side) and by
+//! walnut (host side), so both speak the same bytes.
 //!
 //! A plugin is a wasm32 module exporting its linear `memory` and:
 //! - `walnut_abi_version() -> u32`: [`ABI_VERSION`]; the host refuses any other;
 //! - `walnut_buffer(len) -> ptr`: the plugin's exchange buffer, grown to at least `len` bytes;
-//! - `walnut_init(len) -> u64`, `walnut_on_memcache(len) -> u64`, `walnut_on_hash(len) -> u64`,
-//!   `walnut_on_http(len) -> u64`: the input is the first `len` bytes of the buffer; the answer
-//!   is `code << 32 | out_len`, with the output in the first `out_len` bytes of the buffer.
+//! - `walnut_init(len) -> u64` and one export per hook (see [`exports`]): the input is the
+//!   first `len` bytes of the buffer; the answer is `code << 32 | out_len`, with the output in
+//!   the first `out_len` bytes of the buffer.
 //!
-//! Integers are little-endian; byte strings are length-prefixed (u16, bodies u32).
+//! It may import from module `walnut` (see [`imports`]): `walnut_log(level, ptr, len)` and
+//! `walnut_clock(kind) -> u64`.
+//!
+//! Integers are little-endian; byte strings are length-prefixed (u16; values and bodies u32).
 
 /// The ABI this SDK speaks.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The export names.
 pub mod exports {
@@ -19,16 +23,30 @@ pub mod exports {
     pub const INIT: &str = "walnut_init";
     pub const ON_MEMCACHE: &str = "walnut_on_memcache";
     pub const ON_HASH: &str = "walnut_on_hash";
+    pub const ON_STORE: &str = "walnut_on_store";
+    pub const ON_VALUE: &str = "walnut_on_value";
     pub const ON_HTTP: &str = "walnut_on_http";
+    pub const ON_HTTP_RESPONSE: &str = "walnut_on_http_response";
+}
+
+/// What walnut lends a plugin, in import module [`imports::MODULE`].
+pub mod imports {
+    pub const MODULE: &str = "walnut";
+    /// `walnut_log(level: u32, ptr: u32, len: u32)`: a log line (level 1 error to 4 debug; 9 is
+    /// a panic's message, just before the plugin traps).
+    pub const LOG: &str = "walnut_log";
+    /// `walnut_clock(kind: u32) -> u64`: nanoseconds since the Unix epoch (0) or on a clock that
+    /// only goes forward (1).
+    pub const CLOCK: &str = "walnut_clock";
 }
 
 /// What a hook answered (the high half of its return value).
 pub mod code {
-    /// Go on unchanged (memcache, http), keep the ring (hash), config accepted (init).
+    /// Go on unchanged; keep the ring (hash); config accepted (init).
     pub const CONTINUE: u32 = 0;
     /// Refused; the output is the message.
     pub const REJECT: u32 = 1;
-    /// Go on with these keys; the output is the key list.
+    /// Go on with this key; the output is the key.
     pub const REWRITE: u32 = 2;
     /// Place by these bytes; the output is the bytes.
     pub const HASH: u32 = 3;
@@ -36,8 +54,11 @@ pub mod code {
     pub const SERVER: u32 = 4;
     /// Answer locally (HTTP); the output is an encoded response.
     pub const RESPOND: u32 = 5;
-    /// Go on with these changes (HTTP); the output is encoded [`super::HttpEdits`].
+    /// Go on with these changes (HTTP); the output is encoded [`super::HttpEdits`] for a
+    /// request, encoded header operations for a response.
     pub const HTTP_REWRITE: u32 = 6;
+    /// Go on with this value; the output is [`super::encode_new_value`]'s.
+    pub const VALUE: u32 = 7;
     /// `walnut_init` refused the config; the output is the message.
     pub const ERROR: u32 = 0xFFFE;
     /// The plugin leaves this hook at its default; the host stops calling it.
@@ -81,7 +102,7 @@ impl Writer<'_> {
         self.0.extend_from_slice(b);
         self
     }
-    /// A long byte string (bodies).
+    /// A long byte string (values, bodies).
     pub fn long_bytes(&mut self, b: &[u8]) -> &mut Self {
         self.u32(b.len() as u32);
         self.0.extend_from_slice(b);
@@ -121,79 +142,205 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         self.take(n)
     }
+    /// True when everything was read.
+    pub fn done(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
-/// A memcached request: command, flags, exptime, value length, then the keys.
-pub fn encode_memcache<'k>(
+/// A memcached request, as the host hands it to `walnut_on_memcache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct McRequest<'a> {
+    /// The command's wire name (`get`, `mg`, `flush_all`).
+    pub command: &'a [u8],
+    /// The key, decoded when the client wrote it in base64; empty for keyless commands.
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub exptime: i64,
+    pub value_len: u32,
+    /// A meta command's flags after its key, as the client sent them.
+    pub meta_flags: &'a [u8],
+}
+
+pub fn encode_memcache(out: &mut Vec<u8>, r: &McRequest<'_>) {
+    Writer(out)
+        .bytes(r.command)
+        .bytes(r.key)
+        .u32(r.flags)
+        .i64(r.exptime)
+        .u32(r.value_len)
+        .bytes(r.meta_flags);
+}
+
+pub fn decode_memcache(buf: &[u8]) -> Option<McRequest<'_>> {
+    let mut r = Reader(buf);
+    let req = McRequest {
+        command: r.bytes()?,
+        key: r.bytes()?,
+        flags: r.u32()?,
+        exptime: r.i64()?,
+        value_len: r.u32()?,
+        meta_flags: r.bytes()?,
+    };
+    r.done().then_some(req)
+}
+
+/// A value, as the host hands it to `walnut_on_store` and `walnut_on_value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueParts<'a> {
+    pub command: &'a [u8],
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub data: &'a [u8],
+}
+
+pub fn encode_value(out: &mut Vec<u8>, v: &ValueParts<'_>) {
+    Writer(out)
+        .bytes(v.command)
+        .bytes(v.key)
+        .u32(v.flags)
+        .long_bytes(v.data);
+}
+
+pub fn decode_value(buf: &[u8]) -> Option<ValueParts<'_>> {
+    let mut r = Reader(buf);
+    let v = ValueParts {
+        command: r.bytes()?,
+        key: r.bytes()?,
+        flags: r.u32()?,
+        data: r.long_bytes()?,
+    };
+    r.done().then_some(v)
+}
+
+/// A value hook's `VALUE` answer: the flags and bytes to use instead.
+pub fn encode_new_value(out: &mut Vec<u8>, flags: u32, data: &[u8]) {
+    Writer(out).u32(flags).long_bytes(data);
+}
+
+pub fn decode_new_value(buf: &[u8]) -> Option<(u32, &[u8])> {
+    let mut r = Reader(buf);
+    let v = (r.u32()?, r.long_bytes()?);
+    r.done().then_some(v)
+}
+
+/// An HTTP request head, as the host hands it to `walnut_on_http`.
+pub fn encode_http_request<'h>(
     out: &mut Vec<u8>,
-    command: &str,
-    flags: u32,
-    exptime: i64,
-    value_len: u32,
-    keys: impl Iterator<Item = &'k [u8]>,
+    method: &[u8],
+    path: &[u8],
+    query: &[u8],
+    headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
 ) {
     let mut w = Writer(out);
-    w.bytes(command.as_bytes())
-        .u32(flags)
-        .i64(exptime)
-        .u32(value_len);
+    w.bytes(method).bytes(path).bytes(query);
+    put_headers(&mut w, headers);
+}
+
+/// A header list: its count, then each name and value. The count is written last (the
+/// iterator need not know its length).
+fn put_headers<'h>(w: &mut Writer<'_>, headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) {
     let count_at = w.0.len();
     w.u16(0);
     let mut n = 0u16;
-    for k in keys {
-        w.bytes(k);
+    for (name, value) in headers.take(u16::MAX as usize) {
+        w.bytes(name).bytes(value);
         n += 1;
     }
     w.0[count_at..count_at + 2].copy_from_slice(&n.to_le_bytes());
 }
 
-/// A key list: count, then each key.
-pub fn encode_keys<'k>(out: &mut Vec<u8>, keys: impl ExactSizeIterator<Item = &'k [u8]>) {
-    let mut w = Writer(out);
-    w.u16(keys.len() as u16);
-    for k in keys {
-        w.bytes(k);
-    }
-}
+/// Header lines as (name, value).
+pub type Headers<'a> = Vec<(&'a [u8], &'a [u8])>;
 
-/// Calls `f` with each key of an encoded key list; false when the list is malformed.
-pub fn decode_keys<'a>(buf: &'a [u8], mut f: impl FnMut(&'a [u8])) -> bool {
-    let mut r = Reader(buf);
-    let Some(n) = r.u16() else { return false };
+fn get_headers<'a>(r: &mut Reader<'a>) -> Option<Headers<'a>> {
+    let n = r.u16()?;
+    let mut headers = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        match r.bytes() {
-            Some(k) => f(k),
-            None => return false,
-        }
+        headers.push((r.bytes()?, r.bytes()?));
     }
-    true
+    Some(headers)
 }
 
-/// An HTTP request head: method, path, query, headers.
-pub fn encode_http<'h>(
+/// A decoded HTTP request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequestParts<'a> {
+    pub method: &'a [u8],
+    pub path: &'a [u8],
+    pub query: &'a [u8],
+    pub headers: Vec<(&'a [u8], &'a [u8])>,
+}
+
+pub fn decode_http_request(buf: &[u8]) -> Option<HttpRequestParts<'_>> {
+    let mut r = Reader(buf);
+    let parts = HttpRequestParts {
+        method: r.bytes()?,
+        path: r.bytes()?,
+        query: r.bytes()?,
+        headers: get_headers(&mut r)?,
+    };
+    r.done().then_some(parts)
+}
+
+/// An upstream's response head, as the host hands it to `walnut_on_http_response`.
+pub fn encode_http_response_head<'h>(
     out: &mut Vec<u8>,
-    method: &str,
-    path: &[u8],
-    query: &[u8],
-    headers: impl ExactSizeIterator<Item = (&'h [u8], &'h [u8])>,
+    status: u16,
+    headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
 ) {
     let mut w = Writer(out);
-    w.bytes(method.as_bytes())
-        .bytes(path)
-        .bytes(query)
-        .u16(headers.len() as u16);
-    for (n, v) in headers {
-        w.bytes(n).bytes(v);
+    w.u16(status);
+    put_headers(&mut w, headers);
+}
+
+pub fn decode_http_response_head(buf: &[u8]) -> Option<(u16, Headers<'_>)> {
+    let mut r = Reader(buf);
+    let head = (r.u16()?, get_headers(&mut r)?);
+    r.done().then_some(head)
+}
+
+/// What a response hook does to one header: remove every one of that name (0), set it (1), or
+/// add a line (2).
+pub fn encode_header_ops<'h>(
+    out: &mut Vec<u8>,
+    ops: impl Iterator<Item = (u8, &'h [u8], &'h [u8])>,
+) {
+    let mut w = Writer(out);
+    let count_at = w.0.len();
+    w.u16(0);
+    let mut n = 0u16;
+    for (op, name, value) in ops.take(u16::MAX as usize) {
+        w.u8(op).bytes(name).bytes(value);
+        n += 1;
     }
+    w.0[count_at..count_at + 2].copy_from_slice(&n.to_le_bytes());
+}
+
+/// A response hook's header operations as (operation, name, value).
+pub type HeaderOps<'a> = Vec<(u8, &'a [u8], &'a [u8])>;
+
+pub fn decode_header_ops(buf: &[u8]) -> Option<HeaderOps<'_>> {
+    let mut r = Reader(buf);
+    let n = r.u16()?;
+    let mut ops = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let op = r.u8()?;
+        if op > 2 {
+            return None;
+        }
+        ops.push((op, r.bytes()?, r.bytes()?));
+    }
+    r.done().then_some(ops)
 }
 
 /// An HTTP response a plugin answers with: status, headers, body.
 pub fn encode_response(out: &mut Vec<u8>, status: u16, headers: &[(String, String)], body: &[u8]) {
     let mut w = Writer(out);
-    w.u16(status).u16(headers.len() as u16);
-    for (n, v) in headers {
-        w.bytes(n.as_bytes()).bytes(v.as_bytes());
-    }
+    w.u16(status);
+    put_headers(
+        &mut w,
+        headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+    );
     w.long_bytes(body);
 }
 
@@ -207,20 +354,17 @@ pub struct Response<'a> {
 pub fn decode_response(buf: &[u8]) -> Option<Response<'_>> {
     let mut r = Reader(buf);
     let status = r.u16()?;
-    let n = r.u16()?;
-    let mut headers = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        headers.push((r.bytes()?, r.bytes()?));
-    }
-    Some(Response {
+    let headers = get_headers(&mut r)?;
+    let body = r.long_bytes()?;
+    r.done().then_some(Response {
         status,
         headers,
-        body: r.long_bytes()?,
+        body,
     })
 }
 
-/// What an HTTP hook changed: path, query, header sets (`Some`) and removals (`None`) in
-/// order, and the hash key for upstream selection.
+/// What an HTTP request hook changed: path, query, header sets (`Some`) and removals (`None`)
+/// in order, and the hash key for upstream selection.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HttpEdits<'a> {
     pub path: Option<&'a [u8]>,
@@ -280,66 +424,9 @@ pub fn decode_http_edits(buf: &[u8]) -> Option<HttpEdits<'_>> {
         };
         edits.headers.push((name, value));
     }
-    Some(edits)
+    r.done().then_some(edits)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memcache_requests_round_trip() {
-        let mut buf = Vec::new();
-        encode_memcache(&mut buf, "set", 7, -1, 100, [&b"a"[..], b"bb"].into_iter());
-        let req = crate::rt::decode_memcache(&buf).unwrap();
-        assert_eq!(
-            req,
-            crate::MemcacheRequest::new("set", ["a", "bb"]).with_storage(7, -1, 100)
-        );
-        assert!(crate::rt::decode_memcache(&buf[..buf.len() - 1]).is_none());
-    }
-
-    #[test]
-    fn key_lists_round_trip() {
-        let mut buf = Vec::new();
-        encode_keys(&mut buf, [&b"x"[..], b"", b"zzz"].into_iter());
-        let mut keys = Vec::new();
-        assert!(decode_keys(&buf, |k| keys.push(k.to_vec())));
-        assert_eq!(keys, vec![b"x".to_vec(), b"".to_vec(), b"zzz".to_vec()]);
-        assert!(!decode_keys(&buf[..3], |_| {}));
-    }
-
-    #[test]
-    fn responses_round_trip() {
-        let mut buf = Vec::new();
-        encode_response(
-            &mut buf,
-            403,
-            &[("x-why".into(), "guard".into())],
-            b"forbidden\n",
-        );
-        let r = decode_response(&buf).unwrap();
-        assert_eq!(
-            (r.status, r.headers, r.body),
-            (
-                403,
-                vec![(&b"x-why"[..], &b"guard"[..])],
-                &b"forbidden\n"[..]
-            )
-        );
-    }
-
-    #[test]
-    fn http_edits_round_trip() {
-        let edits = HttpEdits {
-            path: Some(b"/new"),
-            query: None,
-            headers: vec![(b"x-a", Some(b"1")), (b"x-b", None)],
-            hash_key: Some(b"user7"),
-        };
-        let mut buf = Vec::new();
-        encode_http_edits(&mut buf, &edits);
-        assert_eq!(decode_http_edits(&buf), Some(edits));
-        assert!(decode_http_edits(&buf[..buf.len() - 1]).is_none());
-    }
-}
+#[path = "abi_tests.rs"]
+mod tests;

@@ -1,4 +1,4 @@
-//! An HTTP request as a plugin sees it.
+//! An HTTP request, and an upstream's response head, as a plugin sees them.
 
 /// The head of an HTTP request: method, path, query and headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -115,5 +115,79 @@ impl HttpRequest {
     /// The hash key set by [`HttpRequest::set_hash_key`], if any.
     pub fn hash_key(&self) -> Option<&[u8]> {
         self.edits.hash_key.as_deref()
+    }
+}
+
+/// What a plugin does to one response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderOp {
+    Remove = 0,
+    Set = 1,
+    Add = 2,
+}
+
+/// An upstream's response head: status and headers. Headers may be added, set or removed; the
+/// client gets the changed head.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    /// Header changes in order.
+    pub(crate) edits: Vec<(HeaderOp, String, String)>,
+}
+
+impl HttpResponse {
+    /// A response head for tests.
+    pub fn new(status: u16) -> HttpResponse {
+        HttpResponse {
+            status,
+            ..HttpResponse::default()
+        }
+    }
+
+    /// With a header, for tests.
+    pub fn with_header(mut self, name: &str, value: &str) -> HttpResponse {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The upstream's status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header, in order (with the changes made so far).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// Adds a header line, keeping any others of that name.
+    pub fn add_header(&mut self, name: &str, value: &str) {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self.edits
+            .push((HeaderOp::Add, name.to_owned(), value.to_owned()));
+    }
+
+    /// Replaces every header `name` (case-insensitive) with one holding `value`.
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self.edits
+            .push((HeaderOp::Set, name.to_owned(), value.to_owned()));
+    }
+
+    /// Removes every header `name` (case-insensitive).
+    pub fn remove_header(&mut self, name: &str) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.edits
+            .push((HeaderOp::Remove, name.to_owned(), String::new()));
     }
 }

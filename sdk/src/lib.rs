@@ -1,38 +1,47 @@
-//! The crate plugin authors depend on: one trait with a method per hook, the request types, and
-//! `export!`, which turns a type implementing [`Filter`] into a walnut plugin.
+//! The crate plugin authors depend on: one trait with a method per hook, the types each hook
+//! sees, logging and clocks, and `export!`, which turns a type implementing [`Filter`] into a
+//! walnut plugin.
 //!
 //! ```
-//! use walnut_sdk::{Filter, MemcacheRequest, Verdict};
+//! use walnut_sdk::{Command, Filter, McVerdict, MemcacheRequest};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct DenyFlush {}
 //!
 //! impl Filter for DenyFlush {
-//!     fn on_memcache_request(&mut self, req: &mut MemcacheRequest) -> Verdict {
-//!         if req.command() == "flush_all" {
-//!             return Verdict::reject("flush_all is disabled");
+//!     fn on_memcache_request(&mut self, req: &mut MemcacheRequest) -> McVerdict {
+//!         if req.command() == Command::FlushAll {
+//!             return McVerdict::reject("flush_all is disabled");
 //!         }
-//!         Verdict::Continue
+//!         McVerdict::Continue
 //!     }
 //! }
 //!
 //! walnut_sdk::export!(DenyFlush);
 //! ```
 //!
-//! See `sdk/README.md` for the phases of a request, every hook, and how to build, load and test
-//! a plugin.
+//! See `sdk/README.md` for the phases of a request, every hook and type, and how to build,
+//! load and test a plugin.
 
 pub mod abi;
+mod command;
 mod filter;
+mod host;
 mod http;
+mod log;
 mod memcache;
 #[doc(hidden)]
 pub mod rt;
+pub mod time;
+mod value;
 
 pub use abi::ABI_VERSION;
-pub use filter::{Filter, Placement, Verdict};
-pub use http::HttpRequest;
+pub use command::Command;
+pub use filter::{Filter, HttpVerdict, McVerdict, Placement};
+pub use http::{HttpRequest, HttpResponse};
+pub use log::{Level, log};
 pub use memcache::MemcacheRequest;
+pub use value::Value;
 
 /// Makes `$plugin` (a type implementing [`Filter`] and `serde::de::DeserializeOwned`) the
 /// plugin this crate builds: its `config:` block from the walnut YAML is deserialized into it,
@@ -66,8 +75,23 @@ macro_rules! export {
         }
 
         #[unsafe(no_mangle)]
+        pub extern "C" fn walnut_on_store(len: u32) -> u64 {
+            $crate::rt::on_store::<$plugin>(len)
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn walnut_on_value(len: u32) -> u64 {
+            $crate::rt::on_value::<$plugin>(len)
+        }
+
+        #[unsafe(no_mangle)]
         pub extern "C" fn walnut_on_http(len: u32) -> u64 {
             $crate::rt::on_http::<$plugin>(len)
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn walnut_on_http_response(len: u32) -> u64 {
+            $crate::rt::on_http_response::<$plugin>(len)
         }
     };
 }

@@ -1,28 +1,38 @@
 //! A memcached request as a plugin sees it.
 
-/// One memcached request: its command and keys, and for storage commands the flags, expiry
-/// and value length. Keys may be rewritten; replies still show the client's own keys.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+use crate::Command;
+
+/// One memcached request: its command, its one key (a multi-key retrieval is shown key by
+/// key), for storage commands the flags, expiry and value length, and for meta commands their
+/// flags. The key may be rewritten; replies still show the client's own key.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemcacheRequest {
-    pub(crate) command: String,
-    pub(crate) keys: Vec<Vec<u8>>,
+    pub(crate) command: Command,
+    pub(crate) key: Vec<u8>,
     pub(crate) flags: u32,
     pub(crate) exptime: i64,
     pub(crate) value_len: u32,
+    pub(crate) meta_flags: Vec<u8>,
     pub(crate) rewritten: bool,
 }
 
 impl MemcacheRequest {
-    /// A request for tests: `command` (`get`, `set`, `mg`, `flush_all`, ...) with `keys`.
-    pub fn new<K: AsRef<[u8]>>(
-        command: &str,
-        keys: impl IntoIterator<Item = K>,
-    ) -> MemcacheRequest {
+    /// A request for tests: `command` on `key` (empty for keyless commands).
+    pub fn new(command: Command, key: impl AsRef<[u8]>) -> MemcacheRequest {
         MemcacheRequest {
-            command: command.to_owned(),
-            keys: keys.into_iter().map(|k| k.as_ref().to_vec()).collect(),
-            ..MemcacheRequest::default()
+            command,
+            key: key.as_ref().to_vec(),
+            flags: 0,
+            exptime: 0,
+            value_len: 0,
+            meta_flags: Vec::new(),
+            rewritten: false,
         }
+    }
+
+    /// A keyless request for tests (`flush_all`, `stats`, ...).
+    pub fn keyless(command: Command) -> MemcacheRequest {
+        MemcacheRequest::new(command, b"")
     }
 
     /// With storage fields, for tests.
@@ -33,19 +43,20 @@ impl MemcacheRequest {
         self
     }
 
-    /// The command as sent: `get`, `set`, `delete`, `mg`, `flush_all`, ...
-    pub fn command(&self) -> &str {
-        &self.command
+    /// With meta flags (`"v f T30"`), for tests.
+    pub fn with_meta_flags(mut self, flags: &str) -> MemcacheRequest {
+        self.meta_flags = flags.as_bytes().to_vec();
+        self
     }
 
-    /// The first key (empty for keyless commands such as `flush_all`).
+    pub fn command(&self) -> Command {
+        self.command
+    }
+
+    /// The key (empty for keyless commands). For a meta command with a base64 key (`b`), the
+    /// decoded bytes: walnut encodes a rewritten key again.
     pub fn key(&self) -> &[u8] {
-        self.keys.first().map_or(&[], |k| k)
-    }
-
-    /// Every key, in order.
-    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.keys.iter().map(|k| k.as_slice())
+        &self.key
     }
 
     /// Storage commands: the client's flags.
@@ -63,15 +74,21 @@ impl MemcacheRequest {
         self.value_len
     }
 
-    /// Replaces key `index` with `key` (sent to memcached instead; replies show the original).
-    pub fn set_key(&mut self, index: usize, key: impl Into<Vec<u8>>) {
-        if let Some(k) = self.keys.get_mut(index) {
-            *k = key.into();
-            self.rewritten = true;
-        }
+    /// Meta commands: the flags after the key (and after `ms`'s length), as the client sent
+    /// them (`v`, `f`, `T30`, `O123`, ...).
+    pub fn meta_flags(&self) -> impl Iterator<Item = &[u8]> {
+        self.meta_flags
+            .split(|&b| b == b' ')
+            .filter(|t| !t.is_empty())
     }
 
-    /// True when a key was rewritten.
+    /// Sends the request with `key` instead (replies show the client's key).
+    pub fn set_key(&mut self, key: impl Into<Vec<u8>>) {
+        self.key = key.into();
+        self.rewritten = true;
+    }
+
+    /// True when the key was rewritten.
     pub fn is_rewritten(&self) -> bool {
         self.rewritten
     }

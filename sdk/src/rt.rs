@@ -6,8 +6,12 @@ use std::cell::{Cell, RefCell};
 
 use serde::de::DeserializeOwned;
 
-use crate::abi::{self, Reader, code, pack};
-use crate::{Filter, HttpRequest, MemcacheRequest, Placement, Verdict};
+use crate::abi::{self, code, pack};
+use crate::http::Edits;
+use crate::{
+    Command, Filter, HttpRequest, HttpResponse, HttpVerdict, McVerdict, MemcacheRequest, Placement,
+    Value,
+};
 
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -70,8 +74,13 @@ fn hook<T: 'static, R>(f: impl FnOnce(&mut T) -> R) -> Option<R> {
     }
 }
 
-/// `walnut_init`: the config (JSON) is deserialized into the plugin, then checked by `init`.
+/// `walnut_init`: a panic's message goes to walnut's log before the trap (so the log line for
+/// the fault says why); the config (JSON) is deserialized into the plugin, then checked by
+/// `init`.
 pub fn init<T: Filter + DeserializeOwned + 'static>(len: u32) -> u64 {
+    std::panic::set_hook(Box::new(|info| {
+        crate::host::log(crate::log::PANIC, &info.to_string());
+    }));
     let parsed = input(len, |config| serde_json::from_slice::<T>(config));
     let mut plugin = match parsed {
         Ok(p) => p,
@@ -84,47 +93,41 @@ pub fn init<T: Filter + DeserializeOwned + 'static>(len: u32) -> u64 {
     pack(code::CONTINUE, 0)
 }
 
-/// Decodes a memcached request as the host encoded it.
-pub fn decode_memcache(buf: &[u8]) -> Option<MemcacheRequest> {
-    let mut r = Reader(buf);
-    let command = String::from_utf8_lossy(r.bytes()?).into_owned();
-    let flags = r.u32()?;
-    let exptime = r.i64()?;
-    let value_len = r.u32()?;
-    let n = r.u16()?;
-    let mut keys = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        keys.push(r.bytes()?.to_vec());
-    }
-    Some(MemcacheRequest {
-        command,
-        keys,
-        flags,
-        exptime,
-        value_len,
-        rewritten: false,
-    })
-}
-
 fn reject(message: &str) -> u64 {
     answer(code::REJECT, message.as_bytes())
+}
+
+const MALFORMED: &str = "walnut-sdk: malformed input from walnut";
+
+/// The command a host names.
+fn command(name: &[u8]) -> Option<Command> {
+    Command::from_name(std::str::from_utf8(name).ok()?)
+}
+
+/// A memcached request as the host encoded it.
+pub fn decode_memcache(buf: &[u8]) -> Option<MemcacheRequest> {
+    let r = abi::decode_memcache(buf)?;
+    Some(MemcacheRequest {
+        command: command(r.command)?,
+        key: r.key.to_vec(),
+        flags: r.flags,
+        exptime: r.exptime,
+        value_len: r.value_len,
+        meta_flags: r.meta_flags.to_vec(),
+        rewritten: false,
+    })
 }
 
 /// `walnut_on_memcache`.
 pub fn on_memcache<T: Filter + 'static>(len: u32) -> u64 {
     let Some(mut req) = input(len, decode_memcache) else {
-        return reject("walnut-sdk: malformed request from host");
+        return reject(MALFORMED);
     };
     match hook::<T, _>(|p| p.on_memcache_request(&mut req)) {
         None => pack(code::NOT_IMPLEMENTED, 0),
-        Some(Verdict::Continue) if req.rewritten => {
-            let mut out = Vec::new();
-            abi::encode_keys(&mut out, req.keys.iter().map(|k| k.as_slice()));
-            answer(code::REWRITE, &out)
-        }
-        Some(Verdict::Continue) => pack(code::CONTINUE, 0),
-        Some(Verdict::Reject(message)) => reject(&message),
-        Some(Verdict::Respond { body, .. }) => reject(&String::from_utf8_lossy(&body)),
+        Some(McVerdict::Continue) if req.rewritten => answer(code::REWRITE, &req.key),
+        Some(McVerdict::Continue) => pack(code::CONTINUE, 0),
+        Some(McVerdict::Reject(message)) => reject(&message),
     }
 }
 
@@ -139,34 +142,73 @@ pub fn on_hash<T: Filter + 'static>(len: u32) -> u64 {
     }
 }
 
-fn decode_http(buf: &[u8]) -> Option<HttpRequest> {
-    let mut r = Reader(buf);
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let method = text(r.bytes()?);
-    let path = text(r.bytes()?);
-    let query = text(r.bytes()?);
-    let n = r.u16()?;
-    let mut headers = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        headers.push((text(r.bytes()?), text(r.bytes()?)));
+/// A value as the host encoded it.
+pub fn decode_value(buf: &[u8]) -> Option<Value> {
+    let v = abi::decode_value(buf)?;
+    Some(Value {
+        command: command(v.command)?,
+        key: v.key.to_vec(),
+        flags: v.flags,
+        data: v.data.to_vec(),
+        changed: false,
+    })
+}
+
+fn new_value(value: &Value) -> u64 {
+    let mut out = Vec::with_capacity(value.data.len() + 8);
+    abi::encode_new_value(&mut out, value.flags, &value.data);
+    answer(code::VALUE, &out)
+}
+
+/// `walnut_on_store`.
+pub fn on_store<T: Filter + 'static>(len: u32) -> u64 {
+    let Some(mut value) = input(len, decode_value) else {
+        return reject(MALFORMED);
+    };
+    match hook::<T, _>(|p| p.on_store(&mut value)) {
+        None => pack(code::NOT_IMPLEMENTED, 0),
+        Some(McVerdict::Continue) if value.changed => new_value(&value),
+        Some(McVerdict::Continue) => pack(code::CONTINUE, 0),
+        Some(McVerdict::Reject(message)) => reject(&message),
     }
+}
+
+/// `walnut_on_value`.
+pub fn on_value<T: Filter + 'static>(len: u32) -> u64 {
+    let Some(mut value) = input(len, decode_value) else {
+        return reject(MALFORMED);
+    };
+    match hook::<T, _>(|p| p.on_value(&mut value)) {
+        None => pack(code::NOT_IMPLEMENTED, 0),
+        Some(()) if value.changed => new_value(&value),
+        Some(()) => pack(code::CONTINUE, 0),
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// An HTTP request as the host encoded it.
+pub fn decode_http(buf: &[u8]) -> Option<HttpRequest> {
+    let r = abi::decode_http_request(buf)?;
     Some(HttpRequest {
-        method,
-        path,
-        query,
-        headers,
-        edits: Default::default(),
+        method: text(r.method),
+        path: text(r.path),
+        query: text(r.query),
+        headers: r.headers.iter().map(|(n, v)| (text(n), text(v))).collect(),
+        edits: Edits::default(),
     })
 }
 
 /// `walnut_on_http`.
 pub fn on_http<T: Filter + 'static>(len: u32) -> u64 {
     let Some(mut req) = input(len, decode_http) else {
-        return reject("walnut-sdk: malformed request from host");
+        return reject(MALFORMED);
     };
     match hook::<T, _>(|p| p.on_http_request(&mut req)) {
         None => pack(code::NOT_IMPLEMENTED, 0),
-        Some(Verdict::Continue) if req.edits.any() => {
+        Some(HttpVerdict::Continue) if req.edits.any() => {
             let e = &req.edits;
             let edits = abi::HttpEdits {
                 path: e.path.then_some(req.path.as_bytes()),
@@ -182,9 +224,9 @@ pub fn on_http<T: Filter + 'static>(len: u32) -> u64 {
             abi::encode_http_edits(&mut out, &edits);
             answer(code::HTTP_REWRITE, &out)
         }
-        Some(Verdict::Continue) => pack(code::CONTINUE, 0),
-        Some(Verdict::Reject(message)) => reject(&message),
-        Some(Verdict::Respond {
+        Some(HttpVerdict::Continue) => pack(code::CONTINUE, 0),
+        Some(HttpVerdict::Reject(message)) => reject(&message),
+        Some(HttpVerdict::Respond {
             status,
             headers,
             body,
@@ -193,5 +235,36 @@ pub fn on_http<T: Filter + 'static>(len: u32) -> u64 {
             abi::encode_response(&mut out, status, &headers, &body);
             answer(code::RESPOND, &out)
         }
+    }
+}
+
+/// An upstream's response head as the host encoded it.
+pub fn decode_http_response(buf: &[u8]) -> Option<HttpResponse> {
+    let (status, headers) = abi::decode_http_response_head(buf)?;
+    Some(HttpResponse {
+        status,
+        headers: headers.iter().map(|(n, v)| (text(n), text(v))).collect(),
+        edits: Vec::new(),
+    })
+}
+
+/// `walnut_on_http_response`.
+pub fn on_http_response<T: Filter + 'static>(len: u32) -> u64 {
+    let Some(mut resp) = input(len, decode_http_response) else {
+        return reject(MALFORMED);
+    };
+    match hook::<T, _>(|p| p.on_http_response(&mut resp)) {
+        None => pack(code::NOT_IMPLEMENTED, 0),
+        Some(()) if !resp.edits.is_empty() => {
+            let mut out = Vec::new();
+            abi::encode_header_ops(
+                &mut out,
+                resp.edits
+                    .iter()
+                    .map(|(op, n, v)| (*op as u8, n.as_bytes(), v.as_bytes())),
+            );
+            answer(code::HTTP_REWRITE, &out)
+        }
+        Some(()) => pack(code::CONTINUE, 0),
     }
 }

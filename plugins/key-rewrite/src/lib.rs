@@ -7,7 +7,7 @@
 //! config: { replace: "old:", with: "new:" }      # old:k    -> new:k
 //! ```
 
-use walnut_sdk::{Filter, MemcacheRequest, Verdict};
+use walnut_sdk::{Filter, McVerdict, MemcacheRequest};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,15 +54,15 @@ impl Filter for KeyRewrite {
         Ok(())
     }
 
-    fn on_memcache_request(&mut self, req: &mut MemcacheRequest) -> Verdict {
-        let rewritten: Vec<Option<Vec<u8>>> = req.keys().map(|k| self.rewrite(k)).collect();
-        for (i, key) in rewritten.into_iter().enumerate() {
-            match key {
-                Some(key) => req.set_key(i, key),
-                None => return Verdict::reject("key too long after rewrite"),
-            }
+    fn on_memcache_request(&mut self, req: &mut MemcacheRequest) -> McVerdict {
+        if req.key().is_empty() {
+            return McVerdict::Continue;
         }
-        Verdict::Continue
+        match self.rewrite(req.key()) {
+            Some(key) => req.set_key(key),
+            None => return McVerdict::reject("key too long after rewrite"),
+        }
+        McVerdict::Continue
     }
 }
 
@@ -82,8 +82,8 @@ mod tests {
     }
 
     fn run(r: &mut KeyRewrite, key: &str) -> Vec<u8> {
-        let mut req = MemcacheRequest::new("get", [key]);
-        assert_eq!(r.on_memcache_request(&mut req), Verdict::Continue);
+        let mut req = MemcacheRequest::new(walnut_sdk::Command::Get, key);
+        assert_eq!(r.on_memcache_request(&mut req), McVerdict::Continue);
         req.key().to_vec()
     }
 
@@ -98,10 +98,10 @@ mod tests {
     #[test]
     fn refuses_keys_that_grow_too_long() {
         let mut r = rule("prefix:", "", "", "");
-        let mut req = MemcacheRequest::new("set", ["x".repeat(250)]);
+        let mut req = MemcacheRequest::new(walnut_sdk::Command::Set, "x".repeat(250));
         assert!(matches!(
             r.on_memcache_request(&mut req),
-            Verdict::Reject(_)
+            McVerdict::Reject(_)
         ));
     }
 

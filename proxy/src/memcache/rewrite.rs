@@ -1,6 +1,7 @@
 //! Every change walnut makes to a server's reply before the client sees it: a key a plugin
 //! rewrote shown as the client's own (in `VALUE` lines, the meta `k` flag and `me`), replies a
-//! meta `q` flag hides, and meta get replies shown as the classic retrievals they stand for.
+//! meta `q` flag hides, meta get replies shown as the classic retrievals they stand for, and
+//! values a plugin's value hook replaced.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -91,6 +92,116 @@ fn put_hit_as_value(hit: &MetaHit<'_>, key: &[u8], cas: bool, out: &mut BytesMut
     }
     out.put_slice(b"\r\n");
     out.put_slice(hit.data);
+}
+
+/// What a value hook made of one value: `None` keeps it; `Some((flags, data))` replaces it.
+pub type NewValue = Option<(u32, Vec<u8>)>;
+
+/// A value hook failed by its plugin's policy: the reply becomes `SERVER_ERROR plugin failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookFailed;
+
+/// Writes a classic retrieval reply with each value passed through `hook(key, flags, data)`:
+/// a replaced value's `VALUE` line carries its new flags and length (and the cas unique it had).
+/// Anything that is not a `VALUE` block (`END`, an error) is copied as it is.
+pub fn map_values(
+    reply: &[u8],
+    out: &mut BytesMut,
+    mut hook: impl FnMut(&[u8], u32, &[u8]) -> Result<NewValue, HookFailed>,
+) -> Result<(), HookFailed> {
+    let mut at = 0;
+    for block in value_blocks(reply) {
+        at += block.block.len();
+        let line_end = memchr::memchr(b'\n', block.block).map_or(0, |i| i + 1);
+        let line = &block.block[..line_end];
+        let mut fields = line[6 + block.key.len()..]
+            .strip_suffix(b"\r\n")
+            .unwrap_or_default()
+            .split(|&b| b == b' ')
+            .filter(|t| !t.is_empty());
+        let flags = fields.next().and_then(number).unwrap_or(0) as u32;
+        let _len = fields.next();
+        let cas = fields.next();
+        let data = &block.block[line_end..block.block.len() - 2];
+        match hook(block.key, flags, data)? {
+            None => out.put_slice(block.block),
+            Some((flags, data)) => {
+                out.put_slice(b"VALUE ");
+                out.put_slice(block.key);
+                put_number(out, u64::from(flags));
+                put_number(out, data.len() as u64);
+                if let Some(cas) = cas {
+                    out.put_u8(b' ');
+                    out.put_slice(cas);
+                }
+                out.put_slice(b"\r\n");
+                out.put_slice(&data);
+                out.put_slice(b"\r\n");
+            }
+        }
+    }
+    out.put_slice(&reply[at..]);
+    Ok(())
+}
+
+/// Writes a meta reply (`VA <len> <flags>*` and its data) with its value passed through
+/// `hook(flags, data)`; the `f` flag gives the value's client flags (0 without it). A
+/// replaced value's line carries its new length and, where the client asked for `f`
+/// (`show_flags`), its new flags; without `show_flags` the `f` token walnut added is dropped.
+/// Any other reply is copied as it is.
+pub fn map_meta_value(
+    reply: &[u8],
+    show_flags: bool,
+    out: &mut BytesMut,
+    hook: impl FnOnce(u32, &[u8]) -> Result<NewValue, HookFailed>,
+) -> Result<(), HookFailed> {
+    let Some(hit) = meta_hit(reply) else {
+        out.put_slice(reply);
+        return Ok(());
+    };
+    let flags = number(hit.flags).unwrap_or(0) as u32;
+    let data = &hit.data[..hit.data.len() - 2];
+    let new = hook(flags, data)?;
+    let (flags, data) = match &new {
+        Some((flags, data)) => (*flags, &data[..]),
+        None => (flags, data),
+    };
+    let eol = memchr::memchr(b'\r', reply).unwrap_or(0);
+    out.put_slice(b"VA");
+    put_number(out, data.len() as u64);
+    for token in reply[3..eol]
+        .split(|&b| b == b' ')
+        .filter(|t| !t.is_empty())
+        .skip(1)
+    {
+        match token.first() {
+            Some(b'f') if !show_flags => continue,
+            Some(b'f') => put_flag(out, b'f', flags),
+            _ => {
+                out.put_u8(b' ');
+                out.put_slice(token);
+            }
+        }
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+    Ok(())
+}
+
+fn put_number(out: &mut BytesMut, n: u64) {
+    out.put_u8(b' ');
+    out.put_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn put_flag(out: &mut BytesMut, flag: u8, n: u32) {
+    out.put_u8(b' ');
+    out.put_u8(flag);
+    out.put_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn number(t: &[u8]) -> Option<u64> {
+    std::str::from_utf8(t).ok()?.parse().ok()
 }
 
 /// Writes the answers of every server to one `stats <group>` as one reply: each server's
@@ -224,5 +335,40 @@ mod tests {
             &mut out,
         );
         assert_eq!(&out[..], b"END\r\n");
+    }
+
+    #[test]
+    fn value_hooks_replace_values_and_their_lines() {
+        let reply = b"VALUE a 7 3 99\r\nabc\r\nVALUE b 0 2\r\nxy\r\nEND\r\n";
+        let mut out = BytesMut::new();
+        map_values(reply, &mut out, |key, flags, data| {
+            Ok((key == b"a").then(|| (flags & !4, [data, data].concat())))
+        })
+        .unwrap();
+        assert_eq!(
+            &out[..],
+            b"VALUE a 3 6 99\r\nabcabc\r\nVALUE b 0 2\r\nxy\r\nEND\r\n"
+        );
+        out.clear();
+        map_values(b"END\r\n", &mut out, |_, _, _| Err(HookFailed)).unwrap();
+        assert_eq!(&out[..], b"END\r\n");
+        assert_eq!(
+            map_values(reply, &mut out, |_, _, _| Err(HookFailed)),
+            Err(HookFailed)
+        );
+        // A meta hit: its length, and its flags where the client asked for them.
+        let mut out = BytesMut::new();
+        let hit = b"VA 3 f7 c5 O9\r\nabc\r\n";
+        map_meta_value(hit, true, &mut out, |f, d| {
+            Ok(Some((f + 1, [d, b"!"].concat())))
+        })
+        .unwrap();
+        assert_eq!(&out[..], b"VA 4 f8 c5 O9\r\nabc!\r\n");
+        out.clear();
+        map_meta_value(hit, false, &mut out, |_, _| Ok(None)).unwrap();
+        assert_eq!(&out[..], b"VA 3 c5 O9\r\nabc\r\n");
+        out.clear();
+        map_meta_value(b"EN\r\n", false, &mut out, |_, _| Err(HookFailed)).unwrap();
+        assert_eq!(&out[..], b"EN\r\n");
     }
 }

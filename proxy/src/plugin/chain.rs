@@ -111,37 +111,28 @@ impl PoolPlugins {
         let mut rewritten: Option<Vec<u8>> = None;
         for slot in chain(pool, routes, key) {
             let current = rewritten.as_deref().unwrap_or(key);
-            let keys = (!current.is_empty()).then_some(current);
             let answer = slot.call(Hook::Memcache, |buf| {
-                abi::encode_memcache(
-                    buf,
-                    command,
-                    storage.0,
-                    storage.1,
-                    storage.2,
-                    keys.into_iter(),
-                )
+                let req = abi::McRequest {
+                    command: command.as_bytes(),
+                    key: current,
+                    flags: storage.0,
+                    exptime: storage.1,
+                    value_len: storage.2,
+                    meta_flags: b"",
+                };
+                abi::encode_memcache(buf, &req)
             });
             let fault = match answer {
                 Ok(None) | Ok(Some((code::CONTINUE, _))) => continue,
                 Ok(Some((code::REJECT, message))) => {
                     return Verdict::Reject(String::from_utf8_lossy(&message).into_owned());
                 }
-                Ok(Some((code::REWRITE, out))) => {
-                    let mut new_key = None;
-                    if abi::decode_keys(&out, |k| new_key = Some(k.to_vec())) {
-                        match new_key {
-                            Some(k) if crate::memcache::request::check_key(&k).is_ok() => {
-                                rewritten = Some(k);
-                                continue;
-                            }
-                            _ => Fault::Protocol(
-                                "rewrote a key into one memcached cannot take".into(),
-                            ),
-                        }
-                    } else {
-                        Fault::Protocol("sent a malformed key list".into())
+                Ok(Some((code::REWRITE, new_key))) => {
+                    if crate::memcache::request::check_key(&new_key).is_ok() {
+                        rewritten = Some(new_key);
+                        continue;
                     }
+                    Fault::Protocol("rewrote a key into one memcached cannot take".into())
                 }
                 Ok(Some((other, _))) => {
                     Fault::Protocol(format!("answered code {other} to a memcached request"))

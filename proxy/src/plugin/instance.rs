@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use walnut_sdk::abi::{self, code, exports};
-use wasmtime::{Memory, ResourceLimiter, Store, Trap, TypedFunc};
+use wasmtime::{Memory, Store, Trap, TypedFunc};
 
 use super::Compiled;
+use super::host::{self, Host};
 
 /// Why a plugin call failed; the request it was handling fails by the route's policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,51 +32,34 @@ impl std::fmt::Display for Fault {
     }
 }
 
-/// Store data: the memory cap, and whether the plugin hit it.
-struct Limits {
-    memory_max: usize,
-    hit: bool,
-}
-
-impl ResourceLimiter for Limits {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_max {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
-    }
-}
-
 /// The hooks an instance may be called for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     Memcache = 0,
     Hash = 1,
     Http = 2,
+    HttpResponse = 3,
+    Store = 4,
+    Value = 5,
 }
+
+/// Each hook's export, by `Hook` number.
+const HOOK_EXPORTS: [&str; 6] = [
+    exports::ON_MEMCACHE,
+    exports::ON_HASH,
+    exports::ON_HTTP,
+    exports::ON_HTTP_RESPONSE,
+    exports::ON_STORE,
+    exports::ON_VALUE,
+];
 
 /// A plugin instantiated in its own store, ready for hook calls.
 pub struct Instance {
     compiled: Arc<Compiled>,
-    store: Store<Limits>,
+    store: Store<Host>,
     memory: Memory,
     buffer: TypedFunc<u32, u32>,
-    hooks: [Option<TypedFunc<u32, u64>>; 3],
+    hooks: [Option<TypedFunc<u32, u64>>; 6],
     /// The input bytes of the next call, reused.
     scratch: Vec<u8>,
 }
@@ -87,14 +71,11 @@ impl Instance {
     /// Instantiates the plugin and hands it its config. Errors are the plugin's own words.
     pub fn new(compiled: Arc<Compiled>) -> Result<Instance, String> {
         let engine = compiled.module.engine().clone();
-        let limits = Limits {
-            memory_max: compiled.memory_max,
-            hit: false,
-        };
-        let mut store = Store::new(&engine, limits);
-        store.limiter(|l| l);
+        let data = Host::new(&compiled.name, &compiled.pool, compiled.memory_max);
+        let mut store = Store::new(&engine, data);
+        store.limiter(|h| h);
         store.set_epoch_deadline(compiled.budget_ticks);
-        let linker = wasmtime::Linker::new(&engine);
+        let linker = host::linker(&engine).map_err(|e| format!("cannot link: {e}"))?;
         let instance = linker
             .instantiate(&mut store, &compiled.module)
             .map_err(|e| format!("cannot instantiate: {e}"))?;
@@ -113,11 +94,12 @@ impl Instance {
             .map_err(|e| format!("{}: {e}", exports::VERSION))?;
         if version != abi::ABI_VERSION {
             return Err(format!(
-                "plugin ABI version {version} is not supported (this walnut speaks {})",
+                "plugin ABI version {version} is not supported (this walnut speaks {}; rebuild \
+                 it with this walnut-sdk)",
                 abi::ABI_VERSION
             ));
         }
-        let typed = |store: &mut Store<Limits>, name: &str| {
+        let typed = |store: &mut Store<Host>, name: &str| {
             instance.get_typed_func::<u32, u64>(store, name).ok()
         };
         let buffer = instance
@@ -125,11 +107,7 @@ impl Instance {
             .map_err(|_| format!("not a walnut plugin: no `{}` export", exports::BUFFER))?;
         let init = typed(&mut store, exports::INIT)
             .ok_or_else(|| format!("not a walnut plugin: no `{}` export", exports::INIT))?;
-        let hooks = [
-            typed(&mut store, exports::ON_MEMCACHE),
-            typed(&mut store, exports::ON_HASH),
-            typed(&mut store, exports::ON_HTTP),
-        ];
+        let hooks = HOOK_EXPORTS.map(|name| typed(&mut store, name));
         let mut me = Instance {
             compiled,
             store,
@@ -211,6 +189,9 @@ impl Instance {
     fn fault(&mut self, e: wasmtime::Error) -> Fault {
         if self.store.data().hit {
             return Fault::Memory;
+        }
+        if let Some(message) = self.store.data_mut().panic.take() {
+            return Fault::Trap(format!("panicked at {message}"));
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Fault::Timeout,

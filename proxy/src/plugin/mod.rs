@@ -2,6 +2,7 @@
 //! worker, and called under a time budget (epoch interruption) and a memory cap.
 
 pub mod chain;
+mod host;
 pub mod instance;
 
 use std::path::Path;
@@ -19,6 +20,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 pub struct Compiled {
     /// The file's name, for logs and messages.
     pub name: String,
+    /// The pool it serves, for logs.
+    pub pool: String,
     pub module: wasmtime::Module,
     pub config_json: String,
     pub on_error: OnError,
@@ -50,15 +53,20 @@ fn engine() -> &'static wasmtime::Engine {
 
 /// Compiles the plugin `spec` names and checks it: that it loads, speaks this ABI and accepts
 /// its config. The error is the file's or the plugin's own words.
-pub fn compile(spec: &PluginSpec) -> Result<Arc<Compiled>, String> {
+pub fn compile(spec: &PluginSpec, pool: &str) -> Result<Arc<Compiled>, String> {
     let bytes = std::fs::read(&spec.path).map_err(|e| format!("cannot read it: {e}"))?;
     let module = wasmtime::Module::new(engine(), &bytes)
         .map_err(|e| format!("not a WebAssembly module: {e:#}"))?;
-    if let Some(import) = module.imports().next() {
+    let provided = |i: &wasmtime::ImportType<'_>| {
+        i.module() == walnut_sdk::abi::imports::MODULE && host::PROVIDED.contains(&i.name())
+    };
+    if let Some(import) = module.imports().find(|i| !provided(i)) {
         return Err(format!(
-            "not a walnut plugin: it imports `{}::{}`, and walnut provides no imports",
+            "not a walnut plugin: it imports `{}::{}`, and walnut provides only `{}::{}`",
             import.module(),
-            import.name()
+            import.name(),
+            walnut_sdk::abi::imports::MODULE,
+            host::PROVIDED.join("` and `walnut::")
         ));
     }
     let ticks = spec
@@ -68,6 +76,7 @@ pub fn compile(spec: &PluginSpec) -> Result<Arc<Compiled>, String> {
         .max(1) as u64;
     let compiled = Arc::new(Compiled {
         name: file_name(&spec.path),
+        pool: pool.to_owned(),
         module,
         config_json: spec.config_json.clone(),
         on_error: spec.on_error,
@@ -151,7 +160,7 @@ fn compile_chains<'a>(
     scopes: impl Iterator<Item = (&'static str, &'a str, &'a [PluginSpec])>,
 ) -> Result<chain::PoolChains, String> {
     let compile_at = |spec: &PluginSpec, scope: Option<(&str, &str)>| {
-        compile(spec).map_err(|e| {
+        compile(spec, pool).map_err(|e| {
             let scope = scope
                 .map(|(kind, name)| format!("{kind} {name:?}: "))
                 .unwrap_or_default();

@@ -2,7 +2,7 @@
 //! `X-Walnut: <tag>` is set, `X-Drop` removed, and the value of `X-Route` (when present)
 //! chooses the upstream server by consistent hash.
 
-use walnut_sdk::{Filter, HttpRequest, Verdict};
+use walnut_sdk::{Filter, HttpRequest, HttpVerdict};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -11,7 +11,7 @@ pub struct HttpRewrite {
 }
 
 impl Filter for HttpRewrite {
-    fn on_http_request(&mut self, req: &mut HttpRequest) -> Verdict {
+    fn on_http_request(&mut self, req: &mut HttpRequest) -> HttpVerdict {
         if let Some(rest) = req.path().strip_prefix("/old/") {
             let path = format!("/new/{rest}");
             req.set_path(&path);
@@ -22,7 +22,7 @@ impl Filter for HttpRewrite {
             let key = route.as_bytes().to_vec();
             req.set_hash_key(key);
         }
-        Verdict::Continue
+        HttpVerdict::Continue
     }
 }
 
@@ -38,7 +38,7 @@ mod tests {
         let mut req = HttpRequest::new("GET", "/old/a?x=1")
             .with_header("X-Drop", "1")
             .with_header("X-Route", "r7");
-        assert_eq!(p.on_http_request(&mut req), Verdict::Continue);
+        assert_eq!(p.on_http_request(&mut req), HttpVerdict::Continue);
         assert_eq!((req.path(), req.query()), ("/new/a", "x=1"));
         assert_eq!(req.header("x-walnut"), Some("t"));
         assert_eq!(req.header("x-drop"), None);
