@@ -117,7 +117,7 @@ fn plugin_hook(c: &mut Criterion) {
         memory_max: 16 << 20,
         line: 1,
     };
-    let compiled = walnut::plugin::compile(&spec).expect("the key-rewrite plugin loads");
+    let compiled = walnut::plugin::compile(&spec, "bench").expect("the key-rewrite plugin loads");
     let chains = PoolChains {
         pool: vec![compiled],
         routes: Vec::new(),
