@@ -152,6 +152,38 @@ fn forwarded_requests_know_where_their_key_went() {
 }
 
 #[test]
+fn a_value_a_plugin_replaced_is_written_with_its_length_and_flags() {
+    let stored = |wire: &[u8], key: Option<&[u8]>, flags: u32, data: &[u8]| {
+        let r = one(wire).unwrap().unwrap();
+        let mut buf = BytesMut::new();
+        let span = r.write_stored(&mut buf, key, flags, data);
+        (buf.to_vec(), span.of(&buf).to_vec())
+    };
+    assert_eq!(
+        stored(b"set k 1 30 3 noreply\r\nabc\r\n", None, 9, b"xyzxyz"),
+        (b"set k 9 30 6\r\nxyzxyz\r\n".to_vec(), b"k".to_vec())
+    );
+    assert_eq!(
+        stored(b"cas k 1 0 3 77\r\nabc\r\n", Some(b"t/k"), 2, b""),
+        (b"cas t/k 2 0 0 77\r\n\r\n".to_vec(), b"t/k".to_vec())
+    );
+    assert_eq!(
+        stored(b"ms k 3 T30 F1 q\r\nabc\r\n", None, 5, b"de"),
+        (b"ms k 2 T30 F5\r\nde\r\n".to_vec(), b"k".to_vec())
+    );
+    assert_eq!(stored(b"ms k 3\r\nabc\r\n", None, 5, b"de").0, b"ms k 2 F5\r\nde\r\n");
+    // A base64 key given decoded is written encoded.
+    assert_eq!(
+        stored(b"ms Zm9v 1 b\r\nx\r\n", Some(b"bar"), 0, b"y"),
+        (b"ms YmFy 1 b\r\ny\r\n".to_vec(), b"YmFy".to_vec())
+    );
+    let r = one(b"mg Zm9v b v\r\n").unwrap().unwrap();
+    let mut buf = BytesMut::new();
+    r.write_forward(&mut buf, Some(b"bar"));
+    assert_eq!(&buf[..], b"mg YmFy b v\r\n");
+}
+
+#[test]
 fn one_key_retrievals_become_meta_gets() {
     let meta = |wire: &[u8], key: Option<&[u8]>| {
         let r = one(wire).unwrap().unwrap();

@@ -138,6 +138,8 @@ impl Request {
 
     /// Writes the request as the backend must see it (without `noreply`/`q`), with its key
     /// replaced by `key` when a plugin rewrote it; returns where the key (list) went.
+    /// For a meta command with a base64 key (`b`), `key` is the decoded key (as plugins see
+    /// it) and is written encoded.
     pub fn write_forward(&self, buf: &mut BytesMut, key: Option<&[u8]>) -> KeySpan {
         let (head, tail) = self.forward_parts();
         let start = self.keys.start;
@@ -145,9 +147,9 @@ impl Request {
             // The key always comes before the silencing token, so it lies within `head`.
             Some(key) if self.keys.end <= head.len() => {
                 buf.extend_from_slice(&head[..start]);
-                buf.extend_from_slice(key);
+                let len = self.put_key(buf, key);
                 buf.extend_from_slice(&head[self.keys.end..]);
-                key.len()
+                len
             }
             _ => {
                 buf.extend_from_slice(head);
@@ -156,6 +158,86 @@ impl Request {
         };
         buf.extend_from_slice(tail);
         KeySpan::new(start, written, self.base64_key)
+    }
+
+    /// Writes `key` (decoded, for a base64 key) as this request's key; returns its length.
+    fn put_key(&self, buf: &mut BytesMut, key: &[u8]) -> usize {
+        if !self.base64_key {
+            buf.extend_from_slice(key);
+            return key.len();
+        }
+        let mut encoded = [0u8; 4 * MAX_KEY_LEN.div_ceil(3) + 4];
+        let n = base64::engine::general_purpose::STANDARD
+            .encode_slice(key, &mut encoded)
+            .unwrap_or(0);
+        buf.extend_from_slice(&encoded[..n]);
+        n
+    }
+
+    /// Writes a storage request (`set` ... `cas`, or `ms`) as the backend must see it (without
+    /// `noreply`/`q`) with its value replaced by `data` and its client flags by `flags` (a
+    /// plugin's value hook changed them), and its key by `key` when given.
+    pub fn write_stored(
+        &self,
+        buf: &mut BytesMut,
+        key: Option<&[u8]>,
+        flags: u32,
+        data: &[u8],
+    ) -> KeySpan {
+        let line = &self.frame[..self.value.start.min(self.frame.len())];
+        let mut tokens = trim_eol(line)
+            .split(|&b| b == b' ')
+            .filter(|t| !t.is_empty());
+        let mut number = itoa::Buffer::new();
+        buf.extend_from_slice(tokens.next().unwrap_or_default());
+        buf.extend_from_slice(b" ");
+        let key_at = buf.len();
+        let key_len = self.put_key(buf, key.unwrap_or(self.key()));
+        let _client_key = tokens.next();
+        if self.command == Command::MetaSet {
+            let _len = tokens.next();
+            buf.extend_from_slice(b" ");
+            buf.extend_from_slice(number.format(data.len()).as_bytes());
+            let mut flags_written = false;
+            for t in tokens {
+                match t.first() {
+                    Some(b'q') if t.len() == 1 => continue,
+                    Some(b'F') => {
+                        flags_written = true;
+                        buf.extend_from_slice(b" F");
+                        buf.extend_from_slice(number.format(flags).as_bytes());
+                    }
+                    _ => {
+                        buf.extend_from_slice(b" ");
+                        buf.extend_from_slice(t);
+                    }
+                }
+            }
+            if !flags_written && flags != 0 {
+                buf.extend_from_slice(b" F");
+                buf.extend_from_slice(number.format(flags).as_bytes());
+            }
+        } else {
+            let _flags = tokens.next();
+            let exptime = tokens.next().unwrap_or(b"0");
+            let _len = tokens.next();
+            buf.extend_from_slice(b" ");
+            buf.extend_from_slice(number.format(flags).as_bytes());
+            buf.extend_from_slice(b" ");
+            buf.extend_from_slice(exptime);
+            buf.extend_from_slice(b" ");
+            buf.extend_from_slice(number.format(data.len()).as_bytes());
+            if self.command == Command::Cas
+                && let Some(unique) = tokens.next()
+            {
+                buf.extend_from_slice(b" ");
+                buf.extend_from_slice(unique);
+            }
+        }
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(data);
+        buf.extend_from_slice(b"\r\n");
+        KeySpan::new(key_at, key_len, self.base64_key)
     }
 
     /// `write_as_meta_get` can write this request.
