@@ -58,7 +58,7 @@ impl Session {
 
     /// Writes what is ready to the client, as far as the socket takes it now.
     fn flush(&self) {
-        self.pending.flush(&self.stream);
+        self.pending.flush(&self.stream, &self.pool.stats.latency);
     }
 }
 
@@ -147,7 +147,7 @@ pub async fn serve(stream: Stream, pool: Rc<WorkerPool>, id: usize, mut shutdown
         }
         tokio::select! {
             biased;
-            () = pending.unblock(&session.stream), if pending.is_blocked() => {}
+            () = pending.unblock(&session.stream, &pool.stats.latency), if pending.is_blocked() => {}
             () = pending.ready.wait() => {}
             r = session.stream.read_buf(&mut inbuf), if can_read => match r {
                 Ok(0) => {

@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -13,6 +14,7 @@ use crate::memcache::lines::{NO_REPLY, OK};
 use crate::memcache::rewrite::{meta_get_as_classic, put_meta_as, quiet_hides};
 use crate::net::Stream;
 use crate::pool::Seq;
+use crate::stats::Histogram;
 use crate::wake::LocalWake;
 
 /// The sequence number of a request nobody waits for (`noreply`): its reply is dropped.
@@ -49,6 +51,7 @@ pub enum Slot {
 struct Entry {
     outstanding: u16,
     slot: Slot,
+    decoded: Instant,
 }
 
 /// The in-order queue of one client connection, filled as servers report replies.
@@ -78,10 +81,10 @@ impl Pending {
     /// Writes every finished request at the head to `stream`, as far as it takes them now.
     /// The client task calls this itself, and so does a server connection's task when it
     /// completes the oldest request, so a reply needs no task switch.
-    pub fn flush(&self, stream: &Stream) {
+    pub fn flush(&self, stream: &Stream, latency: &Histogram) {
         let reached_close = {
             let mut out = self.out.borrow_mut();
-            self.drain_into(&mut out)
+            self.drain_into(&mut out, latency)
         };
         if reached_close {
             self.closing.set(true);
@@ -121,13 +124,13 @@ impl Pending {
     }
 
     /// Waits until a blocked socket takes more, then writes what is waiting.
-    pub async fn unblock(&self, stream: &Stream) {
+    pub async fn unblock(&self, stream: &Stream, latency: &Histogram) {
         if stream.writable().await.is_err() {
             self.broken.set(true);
             return;
         }
         self.blocked.set(false);
-        self.flush(stream);
+        self.flush(stream, latency);
     }
 
     /// The connection is over: the client reads EOF, and late replies are dropped.
@@ -159,7 +162,11 @@ impl Pending {
     /// Adds a request waiting for `outstanding` replies; returns its sequence number.
     pub fn push(&self, slot: Slot, outstanding: u16) -> Seq {
         let mut entries = self.entries.borrow_mut();
-        entries.push_back(Entry { outstanding, slot });
+        entries.push_back(Entry {
+            outstanding,
+            slot,
+            decoded: Instant::now(),
+        });
         self.head.get() + entries.len() as Seq - 1
     }
 
@@ -264,7 +271,8 @@ impl Pending {
 
     /// Writes every finished request at the head into `out`, in order. Returns true when a
     /// `Close` was reached: nothing after it is written.
-    fn drain_into(&self, out: &mut BytesMut) -> bool {
+    fn drain_into(&self, out: &mut BytesMut, latency: &Histogram) -> bool {
+        let mut now = None;
         loop {
             let entry = {
                 let mut entries = self.entries.borrow_mut();
@@ -275,6 +283,7 @@ impl Pending {
                 self.head.set(self.head.get() + 1);
                 entries.pop_front().expect("front checked")
             };
+            latency.observe(entry.decoded, *now.get_or_insert_with(Instant::now));
             match entry.slot {
                 Slot::Reply(r) => out.put_slice(r.as_deref().unwrap_or(NO_REPLY)),
                 Slot::Meta {

@@ -83,7 +83,12 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
             }
         }
         first = false;
-        if !s.handle().await {
+        let started = Instant::now();
+        let keep = s.handle().await;
+        s.w.stats
+            .latency
+            .observe(started.into_std(), std::time::Instant::now());
+        if !keep {
             break true;
         }
         if s.shutdown.is_shutdown() {
