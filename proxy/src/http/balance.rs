@@ -69,6 +69,35 @@ impl UpstreamShared {
     }
 }
 
+impl UpstreamShared {
+    /// Whether server `i` is failed out at `now` (`max_fails` within `fail_timeout`).
+    pub fn is_down(&self, i: usize, now: u64) -> bool {
+        let s = &self.config.servers[i];
+        let h = &self.health[i];
+        s.max_fails > 0
+            && h.fails.load(Ordering::Relaxed) >= s.max_fails
+            && now.saturating_sub(h.checked.load(Ordering::Relaxed))
+                <= s.fail_timeout.as_millis() as u64
+    }
+
+    /// Where `key` lands for a first attempt, as `Balancer::pick` walks the ring, without
+    /// touching any state: its hash, the ring point it starts from, and the first server from
+    /// there not failed out (`None`: none in reach; round robin then decides).
+    pub fn hash_choice(&self, key: &[u8], now: u64) -> (u32, Option<u32>, Option<usize>) {
+        let hash = HashKind::Crc32a.hash(key);
+        if self.config.servers.len() == 1 {
+            return (hash, None, Some(0));
+        }
+        let ring = &self.ring;
+        let start = ring.partition_point(|(p, _)| *p < hash);
+        let point = ring.get(start % ring.len().max(1)).map(|(p, _)| *p);
+        let server = (0..RING_TRIES.min(ring.len()))
+            .map(|k| ring[(start + k) % ring.len()].1)
+            .find(|&i| !self.is_down(i, now));
+        (hash, point, server)
+    }
+}
+
 /// One worker's view of an upstream: the shared state plus its own round-robin weights.
 pub struct Balancer {
     pub shared: Arc<UpstreamShared>,
@@ -98,15 +127,7 @@ impl Balancer {
 
     /// Whether server `i` may be chosen at `now` (not tried, not failed out).
     fn usable(&self, i: usize, tried: u64, now: u64) -> bool {
-        if tried & (1 << i) != 0 {
-            return false;
-        }
-        let s = &self.shared.config.servers[i];
-        let h = &self.shared.health[i];
-        !(s.max_fails > 0
-            && h.fails.load(Ordering::Relaxed) >= s.max_fails
-            && now.saturating_sub(h.checked.load(Ordering::Relaxed))
-                <= s.fail_timeout.as_millis() as u64)
+        tried & (1 << i) == 0 && !self.shared.is_down(i, now)
     }
 
     /// Chooses a server not in `tried` (a bit per server): by `key` on the ring when given,
@@ -392,6 +413,18 @@ mod tests {
             if was != 2 {
                 assert_eq!(now, was, "a key on a live server stays there");
             }
+        }
+    }
+
+    #[test]
+    fn hash_choice_agrees_with_pick() {
+        let mut b = upstream(&[1, 1, 1], 1, 10_000);
+        b.failed(1, 100);
+        for k in 0..100 {
+            let key = format!("key{k}");
+            let (_, point, chosen) = b.shared.hash_choice(key.as_bytes(), 100);
+            assert!(point.is_some());
+            assert_eq!(chosen, b.pick(0, Some(key.as_bytes()), 100), "{key}");
         }
     }
 

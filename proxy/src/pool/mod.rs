@@ -4,6 +4,7 @@
 //! client connection that asked through [`ReplySink`]; it never calls into the session itself.
 
 pub mod backend;
+pub mod explain;
 pub mod failure;
 pub mod health;
 mod place;
@@ -23,6 +24,7 @@ use crate::stats::{PoolStats, Registry};
 pub use backend::{Backend, Target};
 pub use failure::Failure;
 pub use health::{Health, Standing};
+pub use place::PlaceTrace;
 
 /// A request's position in its client connection's order, as the client connection numbers
 /// them; the pool only hands it back.
