@@ -120,6 +120,7 @@ fn plugin_hook(c: &mut Criterion) {
     let chains = PoolChains {
         pool: vec![compiled],
         routes: Vec::new(),
+        scope_kind: "route",
     };
     let mut plugins = PoolPlugins::new("bench", &chains);
     let stats = PoolStats::new(1);

@@ -203,6 +203,51 @@ impl Registry {
             .sum()
     }
 
+    /// Pool `p`'s counters summed over workers.
+    pub fn pool_totals(&self, p: usize) -> Totals {
+        let values = sum(
+            self.workers.iter().map(|w| w[p].pool.values()),
+            PoolCounters::FIELDS,
+        );
+        Totals::new(PoolCounters::FIELDS, values)
+    }
+
+    /// Server `s` of pool `p`, its counters summed over workers.
+    pub fn server_totals(&self, p: usize, s: usize) -> Totals {
+        let values = sum(
+            self.workers.iter().map(|w| w[p].servers[s].values()),
+            ServerCounters::FIELDS,
+        );
+        Totals::new(ServerCounters::FIELDS, values)
+    }
+
+    /// Plugin `i` of pool `p`, its counters summed over workers.
+    pub fn plugin_totals(&self, p: usize, i: usize) -> Totals {
+        let values = sum(
+            self.workers
+                .iter()
+                .map(|w| w[p].plugins[i].counters.values()),
+            PluginCounters::FIELDS,
+        );
+        Totals::new(PluginCounters::FIELDS, values)
+    }
+
+    /// Pool `p`'s request latency over workers.
+    pub fn latency(&self, p: usize) -> HistogramSum {
+        HistogramSum::of(
+            REQUEST_BOUNDS_NS,
+            self.workers.iter().map(|w| &w[p].latency),
+        )
+    }
+
+    /// Plugin `i` of pool `p`: its hook-call latency over workers.
+    pub fn hook_latency(&self, p: usize, i: usize) -> HistogramSum {
+        HistogramSum::of(
+            HOOK_BOUNDS_NS,
+            self.workers.iter().map(|w| &w[p].plugins[i].hook),
+        )
+    }
+
     /// nutcracker's stats JSON: the same fields, pools and servers by name.
     pub fn render_json(&self) -> String {
         let now = SystemTime::now()
@@ -286,6 +331,26 @@ impl Registry {
         }
         out.push_str("END\r\n");
         out
+    }
+}
+
+/// Counters summed over workers, read by field name.
+#[derive(Debug, Clone)]
+pub struct Totals {
+    fields: &'static [(&'static str, &'static str)],
+    values: Vec<u64>,
+}
+
+impl Totals {
+    fn new(fields: &'static [(&'static str, &'static str)], values: Vec<u64>) -> Totals {
+        Totals { fields, values }
+    }
+
+    /// The value of field `name` (a field of the counters it was summed from).
+    pub fn get(&self, name: &str) -> u64 {
+        let at = self.fields.iter().position(|(n, _)| *n == name);
+        debug_assert!(at.is_some(), "no counter {name}");
+        at.map_or(0, |i| self.values[i])
     }
 }
 
