@@ -26,6 +26,12 @@ fn handled_signals() -> libc::sigset_t {
 /// mask and a signal that arrives during start-up waits for the signal thread instead of
 /// killing walnut.
 pub fn block_stop_signals() -> Result<(), String> {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1, libc::SIGHUP] {
+        // A signal ignored on entry (a `cmd &` in a script ignores SIGINT, nohup SIGHUP) would
+        // be discarded before sigwait could take it; nutcracker installs its handlers anyway.
+        // SAFETY: setting a signal's disposition to the default touches no memory of ours.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
     let set = handled_signals();
     // SAFETY: pthread_sigmask reads the set we own and changes this thread's mask only.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
