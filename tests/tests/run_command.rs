@@ -51,8 +51,10 @@ impl Drop for Group {
 
 fn alive(pid: u32) -> bool {
     // A zombie has exited; only its parent's wait is missing.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
 }
 
 #[test]
@@ -156,7 +158,10 @@ fn the_run_command_works_from_a_clean_clone_and_stops_on_ctrl_c() {
         "STORED\r\n",
         "{printed}"
     );
-    assert_eq!(c.call(b"get tenant1:a\r\n"), "VALUE tenant1:a 0 1\r\nx\r\nEND\r\n");
+    assert_eq!(
+        c.call(b"get tenant1:a\r\n"),
+        "VALUE tenant1:a 0 1\r\nx\r\nEND\r\n"
+    );
     assert!(c.call(b"flush_all\r\n").starts_with("CLIENT_ERROR"));
     drop(c);
     let (status, route) = admin_get(admin, "/route?pool=alpha&key=tenant1:a");
