@@ -38,6 +38,18 @@ fn metrics_move_by_exactly_the_load() {
             nginx.port
         );
     let (walnut, admin) = Proxy::walnut_admin(&config, &["-w", "2"]);
+    // The harness's own probe of the pool (a connect, then a close) is counted before the
+    // baseline is taken.
+    let quiet = eventually(Duration::from_secs(10), || {
+        let m = Metrics::scrape(admin);
+        m.get("walnut_connections_total", &[]) >= 1.0
+            && m.get("walnut_connections", &[]) == 0.0
+            && m.get(
+                "walnut_client_errors_total",
+                &[("pool", "alpha"), ("kind", "eof")],
+            ) >= 1.0
+    });
+    assert!(quiet, "the harness's probe connection is over");
     let before = Metrics::scrape(admin);
 
     // The load: 20 keys set and read back, 5 tenant keys set (stored as t1/...), one refused

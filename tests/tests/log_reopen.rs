@@ -16,7 +16,9 @@ fn sigusr1_and_sighup_reopen_the_log_after_a_rename() {
     let m = Memcached::start();
     let mut walnut = Proxy::walnut(&mc_pool(&[m.address()], ""));
     let log = walnut.dir.join("proxy.log");
-    assert!(read(&log).contains("walnut started"));
+    // walnut listens before it logs that it started.
+    assert!(eventually(Duration::from_secs(10), || read(&log)
+        .contains("walnut started")));
     for (round, signal) in [(1, "-USR1"), (2, "-HUP")] {
         let old = walnut.dir.join(format!("proxy.log.{round}"));
         std::fs::rename(&log, &old).expect("rename the log");
@@ -58,6 +60,8 @@ fn logrotate_with_a_postrotate_sigusr1_keeps_every_line() {
     let m = Memcached::start();
     let mut walnut = Proxy::walnut(&mc_pool(&[m.address()], ""));
     let log = walnut.dir.join("proxy.log");
+    assert!(eventually(Duration::from_secs(10), || read(&log)
+        .contains("walnut started")));
     let conf = walnut.dir.join("logrotate.conf");
     std::fs::write(
         &conf,

@@ -123,8 +123,10 @@ fn route_and_walnut_route_agree_with_where_keys_are_stored() {
             }
             live
         };
-    for key in &keys {
-        let live = check(&mut c, "alpha", key, &ms, true);
+    // `walnut route` loads the config and compiles the plugins anew each time: it is asked
+    // about two keys of each kind, /route about every key.
+    for (i, key) in keys.iter().enumerate() {
+        let live = check(&mut c, "alpha", key, &ms, i % 3 == 0);
         seen.insert(
             live["server"]["name"]
                 .as_str()
@@ -159,8 +161,8 @@ fn route_and_walnut_route_agree_with_where_keys_are_stored() {
     assert_eq!(seen.len(), 3, "the keys cover every server: {seen:?}");
     // The pool without plugins, on the same servers: its own placement, also explained right.
     let mut b = walnut_tests::Client::connect(SocketAddr::from(([127, 0, 0, 1], beta_port)));
-    for key in keys.iter().filter(|k| !k.starts_with("hot:")) {
-        let live = check(&mut b, "beta", key, &ms, true);
+    for (i, key) in keys.iter().filter(|k| !k.starts_with("hot:")).enumerate() {
+        let live = check(&mut b, "beta", key, &ms, i % 3 == 0);
         assert_eq!(live["plugins"], Value::Array(Vec::new()));
         assert_eq!(live["sent_key"].as_str(), Some(key.as_str()));
     }
@@ -227,10 +229,10 @@ fn http_routes_agree_with_where_requests_are_served() {
     for id in 0..12 {
         let path = format!("/count_key1?id={id}");
         let live = route(admin, &format!("pool=web&path={}", enc(&path)));
-        assert_eq!(
-            placement(&live),
-            placement(&cli(&walnut.config, &["web", &path]))
-        );
+        if id % 4 == 0 {
+            let offline = cli(&walnut.config, &["web", &path]);
+            assert_eq!(placement(&live), placement(&offline));
+        }
         assert_eq!(live["location"]["match"], "^~ /count");
         assert_eq!(live["balancing"], "consistent hash");
         assert_eq!(live["hash"]["key"], id.to_string());
