@@ -78,6 +78,11 @@ impl Histogram {
         self.observe_ns(end.saturating_duration_since(start).as_nanos() as u64);
     }
 
+    /// Records the time from `start` to now.
+    pub fn observe_since(&self, start: Instant) {
+        self.observe(start, Instant::now());
+    }
+
     pub fn bounds(&self) -> &'static [u64] {
         self.bounds
     }

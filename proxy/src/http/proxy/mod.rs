@@ -83,11 +83,9 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
             }
         }
         first = false;
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let keep = s.handle().await;
-        s.w.stats
-            .latency
-            .observe(started.into_std(), std::time::Instant::now());
+        s.w.stats.latency.observe_since(started);
         if !keep {
             break true;
         }
