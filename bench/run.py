@@ -261,7 +261,8 @@ class Env:
         self.acpu = str(args.aux_cpu)
 
     def all_ports(self):
-        return self.be + list(self.p.values()) + [self.p["nutcracker"] + 1, self.p["walnut"] + 1, self.p["hwalnut"] + 1]
+        return self.be + list(self.p.values()) + [self.p["nutcracker"] + 1, self.p["walnut"] + 1, self.p["walnut"] + 2,
+                                                   self.p["hwalnut"] + 1]
 
     def memcached(self, name, port, cpu):
         p = start(name, ["/usr/bin/memcached", "-u", "root", "-l", "127.0.0.1", "-p", str(port), "-U", "0",
@@ -317,8 +318,14 @@ class Env:
             workers = "2" if name == "walnut-2w" else "1"
             cpus = (a.scale_cpus or f"{a.target_cpu},{a.aux_cpu}") if workers == "2" else self.tcpu
             extra = ["rewrite"] if name == "walnut+rewrite" else []
+            env = dict(os.environ)
+            if name == "walnut-B":
+                env["WALNUT_BIN"] = a.ab
+            elif a.admin:
+                # Metrics on: the admin listener serves /metrics (port + 2; stats is port + 1).
+                env["WALNUT_ADMIN"] = f"127.0.0.1:{port + 2}"
             p = start(name, [os.path.join(HERE, "walnut-mc.sh"), f"127.0.0.1:{port}", bl, workers] + extra, cpus,
-                      logname="walnut-mc")
+                      logname="walnut-mc", env=env)
             wait_port(port, p)
             mc_probe(port)
             return p, port, [int(c) for c in cpus.split(",")]
@@ -363,7 +370,13 @@ def mc_args(a, wl):
     return base
 
 
+AB = False  # --ab: a second walnut binary ("walnut-B") runs the memcached workloads too
+
+
 def targets_for(wl):
+    if AB and wl in ("mix", "mget10", "pipe8", "big", "rate"):
+        return {"mix": ["memcached-direct", "nutcracker", "walnut", "walnut-B", "walnut+rewrite"]}.get(
+            wl, ["memcached-direct", "nutcracker", "walnut", "walnut-B"])
     return {"mix": ["memcached-direct", "nutcracker", "walnut", "walnut+rewrite"],
             "mget10": ["memcached-direct", "nutcracker", "walnut"],
             "pipe8": ["memcached-direct", "nutcracker", "walnut"],
@@ -520,6 +533,8 @@ def report(args, res, meta):
             ratios, usr = [], []
             if name.startswith("walnut"):
                 comps = [base, direct] + (["walnut"] if name != "walnut" else [])
+                if AB and name == "walnut":
+                    comps.append("walnut-B")
                 for b in comps:
                     if wl == "scale" and b != "walnut":
                         continue
@@ -586,7 +601,13 @@ def main():
     ap.add_argument("--disturb-other", type=float, default=0.25, help="foreign CPU (cores) marking a run DISTURBED")
     ap.add_argument("--max-steal", type=float, default=0.10)
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build")
+    ap.add_argument("--ab", metavar="WALNUT_BIN", default=None,
+                    help="another walnut binary, run as target walnut-B beside walnut (A/B in one run)")
+    ap.add_argument("--admin", action="store_true",
+                    help="start walnut (not walnut-B) with its admin listener (--admin)")
     a = ap.parse_args()
+    global AB
+    AB = bool(a.ab)
     wls = [w for w in a.workloads.split(",") if w]
     for w in wls:
         if w not in ALL_WL:

@@ -6,6 +6,7 @@
 # With `rewrite`, every request also runs the key-rewrite example plugin, rewriting `key:` to
 # itself, so the keys (and the hit ratio) stay those of the load while the plugin does its work.
 # WALNUT_BIN, when set, is the walnut binary to run (e.g. an older build, for A/B runs).
+# WALNUT_ADMIN, when set, is the admin listener's address (--admin), serving /metrics.
 set -euo pipefail
 listen=$1 backends=$2 workers=${3:-1} plugin=${4:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,4 +22,6 @@ conf=$(mktemp -t walnut-bench-XXXXXX.yml)
   fi
 } >"$conf"
 stats_port=$(( ${listen##*:} + 1 ))
-exec "${WALNUT_BIN:-$here/target/release/walnut}" -c "$conf" -w "$workers" -s "$stats_port" -a 127.0.0.1 -v 4
+admin=()
+[ -n "${WALNUT_ADMIN:-}" ] && admin=(--admin "$WALNUT_ADMIN")
+exec "${WALNUT_BIN:-$here/target/release/walnut}" -c "$conf" -w "$workers" -s "$stats_port" -a 127.0.0.1 -v 4 "${admin[@]}"

@@ -1,9 +1,9 @@
 //! The command line: nutcracker's flags with the same meaning, plus walnut's own.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// A programmable memcached proxy, a drop-in replacement for twemproxy (nutcracker).
 #[derive(Debug, Parser)]
@@ -71,6 +71,72 @@ pub struct Args {
     #[arg(short = 'w', long = "workers", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
+    /// Admin HTTP listener (walnut only): /metrics, /status, /route. Off unless given.
+    #[arg(long = "admin", value_name = "HOST:PORT", value_parser = admin_addr)]
+    pub admin: Option<SocketAddr>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands (walnut only); without one, walnut runs as nutcracker does.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Explain where a memcached key (or an HTTP request) goes, from the config alone: the
+    /// route, each plugin's decision, the bytes hashed, the hash, the ring point and the server.
+    Route(RouteArgs),
+}
+
+/// `walnut route [-c FILE] POOL KEY|PATH`.
+#[derive(Debug, clap::Args)]
+pub struct RouteArgs {
+    /// Configuration file (default: the one `-c` names before `route`).
+    #[arg(short = 'c', long = "conf-file", value_name = "FILE")]
+    pub conf_file: Option<PathBuf>,
+    /// The pool.
+    pub pool: String,
+    /// A key (memcached pool), or a path such as /a?b=1 (HTTP pool).
+    pub target: String,
+    /// The memcached command the plugins see.
+    #[arg(long = "command", value_name = "CMD", default_value = "get")]
+    pub command: String,
+    /// The HTTP method.
+    #[arg(long = "method", value_name = "METHOD", default_value = "GET")]
+    pub method: String,
+    /// An HTTP request header, `Name: value` (repeatable).
+    #[arg(long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+    /// The HTTP client's address, for `$remote_addr`.
+    #[arg(long = "remote", value_name = "IP")]
+    pub remote: Option<IpAddr>,
+    /// Print the JSON `/route` answers instead of text.
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+/// `--admin`: `HOST:PORT`, resolved now, with an error that says what is wrong.
+fn admin_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "{text:?} has no port: give HOST:PORT, e.g. 127.0.0.1:22223"
+        ));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "{port:?} is not a port (0 to 65535) in {text:?}: give HOST:PORT, e.g. 127.0.0.1:22223"
+        ));
+    }
+    if host.is_empty() {
+        return Err(format!(
+            "{text:?} has no host: give HOST:PORT, e.g. 127.0.0.1:22223"
+        ));
+    }
+    match text.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => Ok(addr),
+        _ => Err(format!("host {host:?} in {text:?} does not resolve")),
+    }
 }
 
 impl Args {
@@ -83,5 +149,42 @@ impl Args {
             7 | 8 => tracing::Level::DEBUG,
             _ => tracing::Level::TRACE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_addresses_are_checked_with_a_reason() {
+        assert_eq!(
+            admin_addr("127.0.0.1:9100"),
+            Ok("127.0.0.1:9100".parse().unwrap())
+        );
+        assert!(admin_addr("localhost:9100").is_ok());
+        assert!(admin_addr("127.0.0.1").unwrap_err().contains("no port"));
+        assert!(
+            admin_addr("127.0.0.1:99999")
+                .unwrap_err()
+                .contains("not a port")
+        );
+        assert!(admin_addr(":9100").unwrap_err().contains("no host"));
+        assert!(
+            admin_addr("no-such-host.invalid:9100")
+                .unwrap_err()
+                .contains("does not resolve")
+        );
+    }
+
+    #[test]
+    fn nutcracker_flags_and_route_parse() {
+        let a = Args::try_parse_from(["walnut", "-c", "x.yml", "-s", "1"]).unwrap();
+        assert!(a.command.is_none() && a.admin.is_none());
+        let a = Args::try_parse_from(["walnut", "route", "-c", "x.yml", "alpha", "k"]).unwrap();
+        let Some(Command::Route(r)) = a.command else {
+            panic!("route");
+        };
+        assert_eq!((r.pool.as_str(), r.target.as_str()), ("alpha", "k"));
     }
 }

@@ -12,7 +12,9 @@
 //! - [`config`]: the `nutcracker.yml` file, parsed and validated (the only module that knows YAML).
 //! - [`hash`] and [`ring`]: where a key goes, exactly as twemproxy places it.
 //! - [`net`], [`timer`], [`wake`]: sockets, per-connection timers and lock-free wake-ups;
-//!   [`stats`] and [`admin`]: counters and the stats port; [`cli`]: the command line.
+//!   [`stats`]: per-worker counters and histograms; [`admin`]: the stats port and the admin
+//!   HTTP listener (metrics, status page, route explanation); [`reopen`]: log files reopened
+//!   on SIGUSR1; [`cli`]: the command line.
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -25,6 +27,7 @@ pub mod net;
 pub mod plugin;
 pub mod pool;
 pub mod process;
+pub mod reopen;
 pub mod ring;
 pub mod server;
 pub mod session;

@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::Parser;
-use walnut::cli::Args;
+use walnut::admin::View;
+use walnut::cli::{Args, Command, RouteArgs};
 use walnut::config::Config;
 use walnut::process;
 use walnut::server::Runtime;
@@ -21,6 +24,9 @@ fn main() -> ExitCode {
     if args.describe_stats {
         print!("{}", walnut::stats::describe());
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Route(route)) = &args.command {
+        return explain_route(&args, route);
     }
     let conf = &args.conf_file;
     // A config is good only when its plugins load too.
@@ -64,6 +70,7 @@ fn run(args: Args, loaded: walnut::plugin::Loaded) -> Result<(), String> {
     let stats_addr = std::net::SocketAddr::new(args.stats_addr, args.stats_port);
     let stats_listener = walnut::admin::bind(stats_addr)
         .map_err(|e| format!("cannot listen for stats on {stats_addr}: {e}"))?;
+    let admin_listener = args.admin.map(walnut::admin::http::bind).transpose()?;
     let runtime = Runtime::bind(loaded, workers)?;
     let log_file = process::open_log(args.output.as_deref())?;
     if args.daemonize {
@@ -89,12 +96,81 @@ fn run(args: Args, loaded: walnut::plugin::Loaded) -> Result<(), String> {
         shutdown.clone(),
     )
     .map_err(|e| format!("cannot start stats thread: {e}"))?;
+    let admin_thread = match admin_listener {
+        Some(listener) => {
+            let view = Arc::new(View {
+                registry: Arc::clone(&runtime.registry),
+                memcache: runtime.memcache_pools(),
+                http: runtime.http_pools(),
+                live: true,
+            });
+            let thread = walnut::admin::http::spawn(listener, view, shutdown.clone())
+                .map_err(|e| format!("cannot start the admin thread: {e}"))?;
+            Some(thread)
+        }
+        None => None,
+    };
     process::stop_on_signal(stop)?;
     runtime
         .run(shutdown)
         .map_err(|e| format!("cannot start workers: {e}"))?;
     let _ = stats_thread.join();
+    if let Some(thread) = admin_thread {
+        let _ = thread.join();
+    }
     drop(pid_file);
     tracing::info!("walnut stopped");
     Ok(())
+}
+
+/// `walnut route`: loads the config (and its plugins) as `-t` does, and explains one key or
+/// request with the code `/route` uses, no walnut running.
+fn explain_route(args: &Args, route: &RouteArgs) -> ExitCode {
+    let conf = route.conf_file.as_deref().unwrap_or(&args.conf_file);
+    let view = match Config::load(conf)
+        .map_err(|e| e.to_string())
+        .and_then(walnut::plugin::load)
+    {
+        Ok(loaded) => View::offline(loaded),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut query = walnut::admin::route::Query {
+        pool: route.pool.clone(),
+        command: Some(route.command.clone()),
+        method: Some(route.method.clone()),
+        remote: route.remote,
+        ..Default::default()
+    };
+    match view.find(&route.pool) {
+        Some((_, walnut::admin::Site::Http(_))) => {
+            query.path = Some(route.target.as_bytes().to_vec())
+        }
+        _ => query.key = Some(route.target.as_bytes().to_vec()),
+    }
+    for h in &route.headers {
+        match walnut::admin::route::parse_header(h.as_bytes()) {
+            Ok(h) => query.headers.push(h),
+            Err(e) => {
+                eprintln!("walnut route: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match walnut::admin::route::explain(&view, &query) {
+        Ok(v) if route.json => {
+            println!("{v:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", walnut::admin::route::to_text(&v));
+            ExitCode::SUCCESS
+        }
+        Err((_, why)) => {
+            eprintln!("walnut route: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }

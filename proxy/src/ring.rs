@@ -170,11 +170,79 @@ impl Ring {
         if matches!(self.slots, Slots::Random(_)) {
             return self.place(0);
         }
-        let part = hash_tagged(key, tag);
-        // twemproxy never hashes an empty key; it places it as hash 0.
-        let hash = if part.is_empty() { 0 } else { kind.hash(part) };
-        self.place(hash)
+        self.place(key_hash(kind, tag, key).1)
     }
+
+    /// `locate`, step by step: the bytes hashed, their hash, the spot on the ring, the server.
+    pub fn explain<'k>(&self, kind: HashKind, tag: Option<[u8; 2]>, key: &'k [u8]) -> Located<'k> {
+        let (hashed, hash) = key_hash(kind, tag, key);
+        let spot = match &self.slots {
+            Slots::Empty => Spot::Empty,
+            Slots::Ketama(points) => {
+                let at = points.partition_point(|p| p.value < hash);
+                let index = if at == points.len() { 0 } else { at };
+                Spot::Ketama {
+                    point: points[index].value,
+                    index,
+                    points: points.len(),
+                }
+            }
+            Slots::Modula(slots) => Spot::Modula {
+                slot: (hash % slots.len() as u32) as usize,
+                slots: slots.len(),
+            },
+            Slots::Random(slots) => Spot::Random {
+                servers: slots.len(),
+            },
+        };
+        let server = match spot {
+            // A random pick explains nothing: the next request may go elsewhere.
+            Spot::Random { .. } => None,
+            _ => self.place(hash),
+        };
+        Located {
+            hashed,
+            hash,
+            spot,
+            server,
+        }
+    }
+}
+
+/// The bytes of `key` that are hashed (its hash-tag part, or all of it) and their hash.
+fn key_hash(kind: HashKind, tag: Option<[u8; 2]>, key: &[u8]) -> (&[u8], u32) {
+    let part = hash_tagged(key, tag);
+    // twemproxy never hashes an empty key; it places it as hash 0.
+    let hash = if part.is_empty() { 0 } else { kind.hash(part) };
+    (part, hash)
+}
+
+/// How the ring placed one key (see `Ring::explain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located<'k> {
+    pub hashed: &'k [u8],
+    pub hash: u32,
+    pub spot: Spot,
+    /// `None` when no server is live, or the distribution is random.
+    pub server: Option<usize>,
+}
+
+/// Where on the ring a hash landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spot {
+    /// No live server.
+    Empty,
+    /// The first continuum point at or above the hash (wrapping to the first), its position
+    /// and how many points there are.
+    Ketama {
+        point: u32,
+        index: usize,
+        points: usize,
+    },
+    /// Slot `hash % slots`.
+    Modula { slot: usize, slots: usize },
+    /// Any of the live servers, at random.
+    Random { servers: usize },
 }
 
 /// How many points a server gets, in twemproxy's single-precision arithmetic, including its
@@ -785,5 +853,33 @@ mod tests {
         }
         assert_eq!(seen[1], 0);
         assert!(seen[0] > 300 && seen[2] > 300, "{seen:?}");
+    }
+
+    #[test]
+    fn explain_agrees_with_locate() {
+        let names = ["mc1", "mc2", "mc3"];
+        let servers = names.map(|n| RingServer {
+            name: n.as_bytes(),
+            weight: 1,
+        });
+        for dist in [Distribution::Ketama, Distribution::Modula] {
+            for live in [[true, true, true], [true, false, true]] {
+                let ring = Ring::build(dist, &servers, &live);
+                for i in 0..500 {
+                    let key = format!("k{{{i}}}x{}", i % 7);
+                    for tag in [None, Some(*b"{}")] {
+                        let e = ring.explain(HashKind::Fnv1a64, tag, key.as_bytes());
+                        assert_eq!(
+                            e.server,
+                            ring.locate(HashKind::Fnv1a64, tag, key.as_bytes())
+                        );
+                        assert_eq!(e.hashed, hash_tagged(key.as_bytes(), tag));
+                    }
+                }
+            }
+        }
+        let random = Ring::build(Distribution::Random, &servers, &[]);
+        let e = random.explain(HashKind::Md5, None, b"k");
+        assert_eq!((e.server, e.spot), (None, Spot::Random { servers: 3 }));
     }
 }

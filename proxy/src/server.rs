@@ -73,6 +73,7 @@ impl Runtime {
             names.push(PoolNames {
                 name: shared.config.name.clone(),
                 servers: shared.names.to_vec(),
+                plugins: shared.plugins.labels(),
             });
             fronts.push(Front {
                 index,
@@ -89,6 +90,7 @@ impl Runtime {
             names.push(PoolNames {
                 name: shared.config.name.clone(),
                 servers: shared.server_names(),
+                plugins: shared.chains.labels(),
             });
             fronts.push(Front {
                 index,
@@ -108,6 +110,24 @@ impl Runtime {
     /// How many pools (listeners) it serves.
     pub fn pools(&self) -> usize {
         self.fronts.len()
+    }
+
+    /// The memcached pools, in stats order, for the admin listener.
+    pub fn memcache_pools(&self) -> Vec<Arc<PoolShared>> {
+        let pools = self.fronts.iter().filter_map(|f| match &f.site {
+            Site::Memcache(p) => Some(Arc::clone(p)),
+            Site::Http(_) => None,
+        });
+        pools.collect()
+    }
+
+    /// The HTTP pools, in stats order, for the admin listener.
+    pub fn http_pools(&self) -> Vec<Arc<crate::http::Shared>> {
+        let pools = self.fronts.iter().filter_map(|f| match &f.site {
+            Site::Http(h) => Some(Arc::clone(h)),
+            Site::Memcache(_) => None,
+        });
+        pools.collect()
     }
 
     /// Runs the workers until `shutdown`, then lets in-flight requests finish.

@@ -1,9 +1,13 @@
 //! Counters, kept per worker without locks, and nutcracker's stats JSON built from their sum.
 
+mod histogram;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub use histogram::{HOOK_BOUNDS_NS, Histogram, HistogramSum, REQUEST_BOUNDS_NS};
 
 /// A counter written by one worker thread only and read by the stats thread: a plain load and
 /// store, no locked read-modify-write on the hot path.
@@ -79,21 +83,59 @@ counters!(
     }
 );
 
+counters!(
+    /// One plugin's counters in one worker (walnut only; not in the stats JSON).
+    PluginCounters {
+        calls: "# hook calls",
+        rejects: "# requests the plugin refused or answered itself",
+        fault_timeout: "# calls that ran past the time budget",
+        fault_memory: "# calls that grew past the memory cap",
+        fault_trap: "# calls that trapped",
+        fault_protocol: "# calls answered against the plugin ABI (or instantiations that failed)",
+    }
+);
+
+/// One plugin's counters and hook-call latency in one worker.
+#[derive(Debug)]
+pub struct PluginStats {
+    pub counters: PluginCounters,
+    pub hook: Histogram,
+}
+
+impl Default for PluginStats {
+    fn default() -> PluginStats {
+        PluginStats {
+            counters: PluginCounters::default(),
+            hook: Histogram::new(HOOK_BOUNDS_NS),
+        }
+    }
+}
+
 /// Counters that are set, not summed, across workers (a timestamp).
 const MAX_NOT_SUM: &[&str] = &["server_ejected_at"];
 
-/// One pool's counters in one worker, with its servers'.
+/// One pool's counters in one worker, with its servers' and its plugins'.
 #[derive(Debug)]
 pub struct PoolStats {
     pub pool: PoolCounters,
     pub servers: Vec<ServerCounters>,
+    /// Each request's time in walnut, from decoded to its reply handed to the client's socket.
+    pub latency: Histogram,
+    /// Indexed as the pool's plugins are numbered (`PoolChains::labels`).
+    pub plugins: Vec<PluginStats>,
 }
 
 impl PoolStats {
     pub fn new(servers: usize) -> PoolStats {
+        PoolStats::with_plugins(servers, 0)
+    }
+
+    pub fn with_plugins(servers: usize, plugins: usize) -> PoolStats {
         PoolStats {
             pool: PoolCounters::default(),
             servers: (0..servers).map(|_| ServerCounters::default()).collect(),
+            latency: Histogram::new(REQUEST_BOUNDS_NS),
+            plugins: (0..plugins).map(|_| PluginStats::default()).collect(),
         }
     }
 }
@@ -110,6 +152,17 @@ pub struct ProcessCounters {
 pub struct PoolNames {
     pub name: String,
     pub servers: Vec<String>,
+    /// The pool's plugins, numbered as their counters are (not in the stats JSON).
+    pub plugins: Vec<PluginLabel>,
+}
+
+/// How a plugin is named in metrics: where it runs and its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLabel {
+    /// `pool`, `route PREFIX` or `location MATCH`.
+    pub scope: String,
+    /// The file name, with `#N` added when the same file runs twice in one scope.
+    pub name: String,
 }
 
 /// Everything the stats endpoint reads.
@@ -129,7 +182,7 @@ impl Registry {
             .map(|_| {
                 pools
                     .iter()
-                    .map(|p| Arc::new(PoolStats::new(p.servers.len())))
+                    .map(|p| Arc::new(PoolStats::with_plugins(p.servers.len(), p.plugins.len())))
                     .collect()
             })
             .collect();
@@ -148,6 +201,51 @@ impl Registry {
             .iter()
             .map(|w| w[pool].pool.client_connections.get())
             .sum()
+    }
+
+    /// Pool `p`'s counters summed over workers.
+    pub fn pool_totals(&self, p: usize) -> Totals {
+        let values = sum(
+            self.workers.iter().map(|w| w[p].pool.values()),
+            PoolCounters::FIELDS,
+        );
+        Totals::new(PoolCounters::FIELDS, values)
+    }
+
+    /// Server `s` of pool `p`, its counters summed over workers.
+    pub fn server_totals(&self, p: usize, s: usize) -> Totals {
+        let values = sum(
+            self.workers.iter().map(|w| w[p].servers[s].values()),
+            ServerCounters::FIELDS,
+        );
+        Totals::new(ServerCounters::FIELDS, values)
+    }
+
+    /// Plugin `i` of pool `p`, its counters summed over workers.
+    pub fn plugin_totals(&self, p: usize, i: usize) -> Totals {
+        let values = sum(
+            self.workers
+                .iter()
+                .map(|w| w[p].plugins[i].counters.values()),
+            PluginCounters::FIELDS,
+        );
+        Totals::new(PluginCounters::FIELDS, values)
+    }
+
+    /// Pool `p`'s request latency over workers.
+    pub fn latency(&self, p: usize) -> HistogramSum {
+        HistogramSum::of(
+            REQUEST_BOUNDS_NS,
+            self.workers.iter().map(|w| &w[p].latency),
+        )
+    }
+
+    /// Plugin `i` of pool `p`: its hook-call latency over workers.
+    pub fn hook_latency(&self, p: usize, i: usize) -> HistogramSum {
+        HistogramSum::of(
+            HOOK_BOUNDS_NS,
+            self.workers.iter().map(|w| &w[p].plugins[i].hook),
+        )
     }
 
     /// nutcracker's stats JSON: the same fields, pools and servers by name.
@@ -236,6 +334,26 @@ impl Registry {
     }
 }
 
+/// Counters summed over workers, read by field name.
+#[derive(Debug, Clone)]
+pub struct Totals {
+    fields: &'static [(&'static str, &'static str)],
+    values: Vec<u64>,
+}
+
+impl Totals {
+    fn new(fields: &'static [(&'static str, &'static str)], values: Vec<u64>) -> Totals {
+        Totals { fields, values }
+    }
+
+    /// The value of field `name` (a field of the counters it was summed from).
+    pub fn get(&self, name: &str) -> u64 {
+        let at = self.fields.iter().position(|(n, _)| *n == name);
+        debug_assert!(at.is_some(), "no counter {name}");
+        at.map_or(0, |i| self.values[i])
+    }
+}
+
 /// Sums per-worker values field by field (timestamps take the latest instead).
 fn sum<I: Iterator<Item = u64>>(
     workers: impl Iterator<Item = I>,
@@ -301,6 +419,7 @@ mod tests {
             vec![PoolNames {
                 name: "alpha".into(),
                 servers: vec!["one".into(), "127.0.0.1:11212".into()],
+                plugins: Vec::new(),
             }],
             2,
         );

@@ -10,12 +10,14 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod admin;
 mod client;
 mod http;
 mod memcache;
 mod memcached;
 mod proxy;
 
+pub use admin::*;
 pub use client::*;
 pub use http::*;
 pub use memcache::*;

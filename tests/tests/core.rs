@@ -118,6 +118,7 @@ fn pool(servers: &[SocketAddr], options: &str) -> Rc<WorkerPool> {
         vec![PoolNames {
             name: "alpha".into(),
             servers: shared.names.to_vec(),
+            plugins: shared.plugins.labels(),
         }],
         1,
     ));

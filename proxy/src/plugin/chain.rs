@@ -1,25 +1,92 @@
 //! A pool's plugins in one worker: the pool-wide chain, then the chain of the route whose
-//! prefix matches the key (longest wins), each plugin's faults contained by its policy.
+//! prefix matches the key (longest wins), each plugin's faults contained by its policy. Every
+//! call is counted in its plugin's per-worker counters, and a [`Trace`] may watch each decision.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use walnut_sdk::abi::{self, code};
 
 use super::{Compiled, Fault, Hook, Instance};
 use crate::config::OnError;
-use crate::stats::PoolStats;
+use crate::stats::{PluginLabel, PoolStats};
 
 /// A pool's compiled plugins: pool-wide, and per route prefix (longest first).
 #[derive(Default, Clone)]
 pub struct PoolChains {
     pub pool: Vec<Arc<Compiled>>,
     pub routes: Vec<(Vec<u8>, Vec<Arc<Compiled>>)>,
+    /// What a route is called in labels: `route` (memcached key prefixes) or `location`.
+    pub scope_kind: &'static str,
 }
 
 impl PoolChains {
     pub fn is_empty(&self) -> bool {
         self.pool.is_empty() && self.routes.is_empty()
     }
+
+    /// Every plugin's name for metrics, in the order their counters are numbered: the pool's,
+    /// then each route's in `routes` order.
+    pub fn labels(&self) -> Vec<PluginLabel> {
+        let routes = self.routes.iter().map(|(name, list)| {
+            let scope = format!("{} {}", self.scope_kind, String::from_utf8_lossy(name));
+            (scope, list)
+        });
+        let mut labels = Vec::new();
+        for (scope, list) in std::iter::once(("pool".to_owned(), &self.pool)).chain(routes) {
+            for (i, c) in list.iter().enumerate() {
+                let before = list[..i].iter().filter(|o| o.name == c.name).count();
+                let name = match before {
+                    0 => c.name.clone(),
+                    n => format!("{}#{}", c.name, n + 1),
+                };
+                labels.push(PluginLabel {
+                    scope: scope.clone(),
+                    name,
+                });
+            }
+        }
+        labels
+    }
+
+    /// The memcached route whose prefix `key` starts with (the longest), as `PoolPlugins`
+    /// chooses it.
+    pub fn route_for(&self, key: &[u8]) -> Option<&[u8]> {
+        route_index(&self.routes, key).map(|r| &self.routes[r].0[..])
+    }
+}
+
+/// Watches each plugin's decision while a chain runs. The route explanation records them;
+/// `()` watches nothing and compiles to nothing, on the request path.
+pub trait Trace {
+    /// Plugin `plugin` (numbered as in `PoolChains::labels`) decided `decision`.
+    fn decided(&mut self, plugin: usize, decision: Decision<'_>) {
+        let _ = (plugin, decision);
+    }
+}
+
+impl Trace for () {}
+
+/// What one plugin did with one hook call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// It does not implement the hook.
+    Skipped,
+    Continue,
+    /// It rewrote the key to this.
+    Rewrote(&'a [u8]),
+    /// It refused the request with this message.
+    Rejected(&'a [u8]),
+    /// It placed the key by hashing these bytes.
+    Hash(&'a [u8]),
+    /// It placed the key on the server of this name.
+    Server(&'a [u8]),
+    /// It answered the HTTP request itself with this status.
+    Responded(u16),
+    /// It changed the HTTP request (path, query, headers or hash key).
+    Edited,
+    /// It failed; the request goes on (`fail_open`) or fails by the policy.
+    Failed(&'a Fault, OnError),
 }
 
 /// What the plugins decided for one request (one key of a multi-key retrieval).
@@ -45,12 +112,16 @@ pub enum Placement {
 struct Slot {
     compiled: Arc<Compiled>,
     instance: Option<Instance>,
+    /// Its number among the pool's plugins: its counters in `PoolStats::plugins`.
+    index: usize,
 }
 
 impl Slot {
+    /// Calls `hook`, counting the call and its time when the plugin implements the hook.
     fn call(
         &mut self,
         hook: Hook,
+        stats: &PoolStats,
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Option<(u32, Vec<u8>)>, Fault> {
         if self.instance.is_none() {
@@ -61,7 +132,25 @@ impl Slot {
         if !instance.has(hook) {
             return Ok(None);
         }
-        instance.call(hook, encode)
+        let Some(counters) = stats.plugins.get(self.index) else {
+            // Counters not kept (the route explanation's throwaway stats): no clock either.
+            return instance.call(hook, encode);
+        };
+        let start = Instant::now();
+        let answer = instance.call(hook, encode);
+        // A hook found unimplemented on its first call is not a call of the plugin's.
+        if !matches!(answer, Ok(None)) {
+            counters.counters.calls.incr();
+            counters.hook.observe_since(start);
+        }
+        answer
+    }
+
+    /// Counts a refusal (or a local answer) by this plugin.
+    fn rejected(&self, stats: &PoolStats) {
+        if let Some(counters) = stats.plugins.get(self.index) {
+            counters.counters.rejects.incr();
+        }
     }
 }
 
@@ -72,24 +161,30 @@ pub struct PoolPlugins {
     routes: Vec<(Vec<u8>, Vec<Slot>)>,
 }
 
-fn slots(list: &[Arc<Compiled>]) -> Vec<Slot> {
+/// The slots of `list`, numbered from `*next` on (as `PoolChains::labels` numbers them).
+fn slots(list: &[Arc<Compiled>], next: &mut usize) -> Vec<Slot> {
     list.iter()
-        .map(|c| Slot {
-            compiled: Arc::clone(c),
-            instance: Instance::new(Arc::clone(c)).ok(),
+        .map(|c| {
+            *next += 1;
+            Slot {
+                compiled: Arc::clone(c),
+                instance: Instance::new(Arc::clone(c)).ok(),
+                index: *next - 1,
+            }
         })
         .collect()
 }
 
 impl PoolPlugins {
     pub fn new(pool_name: &str, chains: &PoolChains) -> PoolPlugins {
+        let mut next = 0;
         PoolPlugins {
             pool_name: pool_name.to_owned(),
-            pool: slots(&chains.pool),
+            pool: slots(&chains.pool, &mut next),
             routes: chains
                 .routes
                 .iter()
-                .map(|(p, l)| (p.clone(), slots(l)))
+                .map(|(p, l)| (p.clone(), slots(l, &mut next)))
                 .collect(),
         }
     }
@@ -103,6 +198,18 @@ impl PoolPlugins {
         storage: (u32, i64, u32),
         stats: &PoolStats,
     ) -> Verdict {
+        self.request_traced(command, key, storage, stats, &mut ())
+    }
+
+    /// `request`, telling `trace` each plugin's decision.
+    pub fn request_traced(
+        &mut self,
+        command: &str,
+        key: &[u8],
+        storage: (u32, i64, u32),
+        stats: &PoolStats,
+        trace: &mut impl Trace,
+    ) -> Verdict {
         let PoolPlugins {
             pool_name,
             pool,
@@ -111,7 +218,7 @@ impl PoolPlugins {
         let mut rewritten: Option<Vec<u8>> = None;
         for slot in chain(pool, routes, key) {
             let current = rewritten.as_deref().unwrap_or(key);
-            let answer = slot.call(Hook::Memcache, |buf| {
+            let answer = slot.call(Hook::Memcache, stats, |buf| {
                 let req = abi::McRequest {
                     command: command.as_bytes(),
                     key: current,
@@ -123,12 +230,22 @@ impl PoolPlugins {
                 abi::encode_memcache(buf, &req)
             });
             let fault = match answer {
-                Ok(None) | Ok(Some((code::CONTINUE, _))) => continue,
+                Ok(None) => {
+                    trace.decided(slot.index, Decision::Skipped);
+                    continue;
+                }
+                Ok(Some((code::CONTINUE, _))) => {
+                    trace.decided(slot.index, Decision::Continue);
+                    continue;
+                }
                 Ok(Some((code::REJECT, message))) => {
+                    slot.rejected(stats);
+                    trace.decided(slot.index, Decision::Rejected(&message));
                     return Verdict::Reject(String::from_utf8_lossy(&message).into_owned());
                 }
                 Ok(Some((code::REWRITE, new_key))) => {
                     if crate::memcache::request::check_key(&new_key).is_ok() {
+                        trace.decided(slot.index, Decision::Rewrote(&new_key));
                         rewritten = Some(new_key);
                         continue;
                     }
@@ -139,7 +256,9 @@ impl PoolPlugins {
                 }
                 Err(fault) => fault,
             };
-            if !contain(slot, pool_name, &fault, stats) {
+            let open = contain(slot, pool_name, &fault, stats);
+            trace.decided(slot.index, Decision::Failed(&fault, slot.compiled.on_error));
+            if !open {
                 return Verdict::Failed;
             }
         }
@@ -149,16 +268,38 @@ impl PoolPlugins {
     /// Asks the chain's hash hooks where `key` goes; the first answer other than `Ring` wins.
     /// A failing plugin is passed over (placement falls back to the ring).
     pub fn place(&mut self, key: &[u8], stats: &PoolStats) -> Placement {
+        self.place_traced(key, stats, &mut ())
+    }
+
+    /// `place`, telling `trace` each plugin's decision.
+    pub fn place_traced(
+        &mut self,
+        key: &[u8],
+        stats: &PoolStats,
+        trace: &mut impl Trace,
+    ) -> Placement {
         let PoolPlugins {
             pool_name,
             pool,
             routes,
         } = self;
         for slot in chain(pool, routes, key) {
-            let fault = match slot.call(Hook::Hash, |buf| buf.extend_from_slice(key)) {
-                Ok(None) | Ok(Some((code::CONTINUE, _))) => continue,
-                Ok(Some((code::HASH, bytes))) => return Placement::Hash(bytes),
+            let answer = slot.call(Hook::Hash, stats, |buf| buf.extend_from_slice(key));
+            let fault = match answer {
+                Ok(None) => {
+                    trace.decided(slot.index, Decision::Skipped);
+                    continue;
+                }
+                Ok(Some((code::CONTINUE, _))) => {
+                    trace.decided(slot.index, Decision::Continue);
+                    continue;
+                }
+                Ok(Some((code::HASH, bytes))) => {
+                    trace.decided(slot.index, Decision::Hash(&bytes));
+                    return Placement::Hash(bytes);
+                }
                 Ok(Some((code::SERVER, name))) => {
+                    trace.decided(slot.index, Decision::Server(&name));
                     return Placement::Server(String::from_utf8_lossy(&name).into_owned());
                 }
                 Ok(Some((other, _))) => {
@@ -167,17 +308,14 @@ impl PoolPlugins {
                 Err(fault) => fault,
             };
             contain(slot, pool_name, &fault, stats);
+            trace.decided(slot.index, Decision::Failed(&fault, OnError::FailOpen));
         }
         Placement::Ring
     }
 
     /// True when some plugin of the chain for `key` may answer the hash hook.
     pub fn places(&self, key: &[u8]) -> bool {
-        let route = self
-            .routes
-            .iter()
-            .find(|(prefix, _)| key.starts_with(prefix))
-            .map(|(_, s)| s);
+        let route = route_index(&self.routes, key).map(|r| &self.routes[r].1);
         self.pool
             .iter()
             .chain(route.into_iter().flatten())
@@ -209,6 +347,34 @@ impl PoolPlugins {
     where
         I: Iterator<Item = (&'h [u8], &'h [u8])>,
     {
+        self.http_traced(
+            location,
+            method,
+            path,
+            query,
+            headers,
+            edits,
+            stats,
+            &mut (),
+        )
+    }
+
+    /// `http`, telling `trace` each plugin's decision.
+    #[allow(clippy::too_many_arguments)]
+    pub fn http_traced<'h, I>(
+        &mut self,
+        location: Option<usize>,
+        method: &str,
+        path: &[u8],
+        query: &[u8],
+        headers: impl Fn() -> I,
+        edits: &mut HttpEdits,
+        stats: &PoolStats,
+        trace: &mut impl Trace,
+    ) -> HttpVerdict
+    where
+        I: Iterator<Item = (&'h [u8], &'h [u8])>,
+    {
         let PoolPlugins {
             pool_name,
             pool,
@@ -216,7 +382,7 @@ impl PoolPlugins {
         } = self;
         let route = location.and_then(|l| routes.get_mut(l)).map(|r| &mut r.1);
         for slot in pool.iter_mut().chain(route.into_iter().flatten()) {
-            let answer = slot.call(Hook::Http, |buf| {
+            let answer = slot.call(Hook::Http, stats, |buf| {
                 let mut w = abi::Writer(buf);
                 w.bytes(method.as_bytes())
                     .bytes(edits.path.as_deref().unwrap_or(path))
@@ -237,8 +403,17 @@ impl PoolPlugins {
                 w.0[count_at..count_at + 2].copy_from_slice(&n.to_le_bytes());
             });
             let fault = match answer {
-                Ok(None) | Ok(Some((code::CONTINUE, _))) => continue,
+                Ok(None) => {
+                    trace.decided(slot.index, Decision::Skipped);
+                    continue;
+                }
+                Ok(Some((code::CONTINUE, _))) => {
+                    trace.decided(slot.index, Decision::Continue);
+                    continue;
+                }
                 Ok(Some((code::REJECT, message))) => {
+                    slot.rejected(stats);
+                    trace.decided(slot.index, Decision::Rejected(&message));
                     let mut body = message;
                     body.push(b'\n');
                     return HttpVerdict::Respond {
@@ -249,6 +424,8 @@ impl PoolPlugins {
                 }
                 Ok(Some((code::RESPOND, out))) => match abi::decode_response(&out) {
                     Some(r) if (100..=999).contains(&r.status) => {
+                        slot.rejected(stats);
+                        trace.decided(slot.index, Decision::Responded(r.status));
                         return HttpVerdict::Respond {
                             status: r.status,
                             headers: r
@@ -264,6 +441,7 @@ impl PoolPlugins {
                 Ok(Some((code::HTTP_REWRITE, out))) => match abi::decode_http_edits(&out) {
                     Some(e) => {
                         edits.apply(&e);
+                        trace.decided(slot.index, Decision::Edited);
                         continue;
                     }
                     None => Fault::Protocol("sent malformed HTTP request changes".into()),
@@ -273,7 +451,9 @@ impl PoolPlugins {
                 }
                 Err(fault) => fault,
             };
-            if !contain(slot, pool_name, &fault, stats) {
+            let open = contain(slot, pool_name, &fault, stats);
+            trace.decided(slot.index, Decision::Failed(&fault, slot.compiled.on_error));
+            if !open {
                 return HttpVerdict::Failed;
             }
         }
@@ -346,16 +526,20 @@ impl HttpEdits {
     }
 }
 
+/// Which of `routes` (longest prefix first) `key` takes: the first whose prefix it starts with.
+fn route_index<T>(routes: &[(Vec<u8>, T)], key: &[u8]) -> Option<usize> {
+    routes
+        .iter()
+        .position(|(prefix, _)| key.starts_with(prefix))
+}
+
 /// The plugins for `key`: the pool's, then those of the longest route prefix it starts with.
 fn chain<'a>(
     pool: &'a mut [Slot],
     routes: &'a mut [(Vec<u8>, Vec<Slot>)],
     key: &[u8],
 ) -> impl Iterator<Item = &'a mut Slot> {
-    let route = routes
-        .iter_mut()
-        .find(|(prefix, _)| key.starts_with(prefix))
-        .map(|(_, slots)| slots);
+    let route = route_index(routes, key).map(|r| &mut routes[r].1);
     pool.iter_mut().chain(route.into_iter().flatten())
 }
 
@@ -363,6 +547,15 @@ fn chain<'a>(
 /// (`fail_open`), false when it fails (`fail_closed`).
 fn contain(slot: &mut Slot, pool: &str, fault: &Fault, stats: &PoolStats) -> bool {
     stats.pool.plugin_errors.incr();
+    if let Some(counters) = stats.plugins.get(slot.index) {
+        let c = &counters.counters;
+        match fault {
+            Fault::Timeout => c.fault_timeout.incr(),
+            Fault::Memory => c.fault_memory.incr(),
+            Fault::Trap(_) => c.fault_trap.incr(),
+            Fault::Protocol(_) => c.fault_protocol.incr(),
+        }
+    }
     tracing::warn!(pool, plugin = %slot.compiled.name, reason = %fault, policy = ?slot.compiled.on_error, "plugin failed; its instance is replaced");
     slot.instance = None;
     slot.compiled.on_error == OnError::FailOpen

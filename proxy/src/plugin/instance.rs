@@ -67,6 +67,11 @@ pub struct Instance {
 /// The buffer size always asked for, so small answers never move the buffer.
 const MIN_BUFFER: u32 = 4096;
 
+/// Epoch ticks (ms) a plugin has to load (its version check and `init`): not a hook call, and
+/// the compile just before it can leave a loaded machine descheduling the thread for longer
+/// than a hook's budget.
+const LOAD_TICKS: u64 = 1000;
+
 impl Instance {
     /// Instantiates the plugin and hands it its config. Errors are the plugin's own words.
     pub fn new(compiled: Arc<Compiled>) -> Result<Instance, String> {
@@ -74,7 +79,8 @@ impl Instance {
         let data = Host::new(&compiled.name, &compiled.pool, compiled.memory_max);
         let mut store = Store::new(&engine, data);
         store.limiter(|h| h);
-        store.set_epoch_deadline(compiled.budget_ticks);
+        let load_ticks = compiled.budget_ticks.max(LOAD_TICKS);
+        store.set_epoch_deadline(load_ticks);
         let linker = host::linker(&engine).map_err(|e| format!("cannot link: {e}"))?;
         let instance = linker
             .instantiate(&mut store, &compiled.module)
@@ -117,7 +123,7 @@ impl Instance {
             scratch: Vec::with_capacity(256),
         };
         let config = me.compiled.config_json.clone();
-        match me.call_raw(&init, config.as_bytes()) {
+        match me.call_raw(&init, config.as_bytes(), load_ticks) {
             Ok((code::CONTINUE, _)) => Ok(me),
             Ok((code::ERROR, out)) => Err(String::from_utf8_lossy(&out).into_owned()),
             Ok((other, _)) => Err(format!("walnut_init answered code {other}")),
@@ -143,7 +149,8 @@ impl Instance {
         let mut input = std::mem::take(&mut self.scratch);
         input.clear();
         encode(&mut input);
-        let result = self.call_raw(&f, &input);
+        let ticks = self.compiled.budget_ticks;
+        let result = self.call_raw(&f, &input, ticks);
         self.scratch = input;
         match result? {
             (code::NOT_IMPLEMENTED, _) => {
@@ -154,12 +161,18 @@ impl Instance {
         }
     }
 
-    fn call_raw(&mut self, f: &TypedFunc<u32, u64>, input: &[u8]) -> Result<(u32, Vec<u8>), Fault> {
+    /// One exchange with the plugin, within `ticks` epoch ticks counted from now.
+    fn call_raw(
+        &mut self,
+        f: &TypedFunc<u32, u64>,
+        input: &[u8],
+        ticks: u64,
+    ) -> Result<(u32, Vec<u8>), Fault> {
         let len =
             u32::try_from(input.len()).map_err(|_| Fault::Protocol("input too large".into()))?;
         let asked = len.max(MIN_BUFFER);
         // The budget covers this whole exchange, counted from now.
-        self.store.set_epoch_deadline(self.compiled.budget_ticks);
+        self.store.set_epoch_deadline(ticks);
         let ptr = self
             .buffer
             .call(&mut self.store, asked)

@@ -126,6 +126,7 @@ pub fn load(config: Config) -> Result<Loaded, String> {
                 .iter()
                 .map(|r| ("route", r.prefix.as_str(), r.plugins.as_slice()));
             let mut chains = compile_chains(&path, &pool.name, &pool.plugins, routes)?;
+            chains.scope_kind = "route";
             // Longest prefix first, so the first match is the longest.
             chains.routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
             Ok(McPool {
@@ -141,7 +142,8 @@ pub fn load(config: Config) -> Result<Loaded, String> {
                 .locations
                 .iter()
                 .map(|l| ("location", l.text.as_str(), l.plugins.as_slice()));
-            let chains = compile_chains(&path, &pool.name, &pool.plugins, locations)?;
+            let mut chains = compile_chains(&path, &pool.name, &pool.plugins, locations)?;
+            chains.scope_kind = "location";
             Ok(HttpSite {
                 config: pool,
                 chains,

@@ -22,6 +22,11 @@ pub struct Health {
     /// fails, its failure counts only if no other was counted since, so one server event seen
     /// by every worker's connection counts once.
     epoch: AtomicU64,
+    /// Ejections and rejoins so far, and when the last one happened (µs since the epoch, 0:
+    /// never), for the admin listener. Written only on those rare events.
+    ejections: AtomicU64,
+    rejoins: AtomicU64,
+    changed_at_us: AtomicU64,
 }
 
 impl Health {
@@ -32,6 +37,15 @@ impl Health {
     /// What a connection starting now notes (see `PoolShared::record_failure`).
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// (ejections, rejoins, µs since the epoch of the last of them or 0).
+    pub fn history(&self) -> (u64, u64, u64) {
+        (
+            self.ejections.load(Ordering::Relaxed),
+            self.rejoins.load(Ordering::Relaxed),
+            self.changed_at_us.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -103,11 +117,11 @@ impl PoolShared {
         }
         h.failures.store(0, Ordering::Relaxed);
         self.rebuild_ring();
-        let now_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let now_us = now_us();
         stats.pool.server_ejects.incr();
         stats.servers[server].server_ejected_at.set(now_us);
+        h.ejections.fetch_add(1, Ordering::Relaxed);
+        h.changed_at_us.store(now_us, Ordering::Relaxed);
         tracing::warn!(
             pool = %cfg.name,
             server = %self.names[server],
@@ -130,9 +144,17 @@ impl PoolShared {
         let h = &self.health[server];
         h.failures.store(0, Ordering::Relaxed);
         h.ejected.store(false, Ordering::Release);
+        h.rejoins.fetch_add(1, Ordering::Relaxed);
+        h.changed_at_us.store(now_us(), Ordering::Relaxed);
         self.rebuild_ring();
         tracing::warn!(pool = %self.config.name, server = %self.names[server], "server rejoined after a successful probe");
     }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Waits `server_retry_timeout`, then probes (connect, `version`) until the server answers,

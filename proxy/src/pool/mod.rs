@@ -4,6 +4,7 @@
 //! client connection that asked through [`ReplySink`]; it never calls into the session itself.
 
 pub mod backend;
+pub mod explain;
 pub mod failure;
 pub mod health;
 mod place;
@@ -23,6 +24,7 @@ use crate::stats::{PoolStats, Registry};
 pub use backend::{Backend, Target};
 pub use failure::Failure;
 pub use health::{Health, Standing};
+pub use place::PlaceTrace;
 
 /// Request bytes a server connection queues, at least, before its clients must wait: a server
 /// that stops reading cannot make walnut hold more than this per connection (and one request

@@ -1,33 +1,76 @@
 //! Where a key goes. Every request is placed here, and only here: one-key requests, each key of
 //! a multi-key retrieval, and requests re-sent after their server was ejected, so a key a
-//! plugin places is placed the same way before, during and after a failover.
+//! plugin places is placed the same way before, during and after a failover. The route
+//! explanation (`explain.rs`) runs this same function, watching it with a [`PlaceTrace`].
 
-use super::WorkerPool;
-use crate::plugin::chain::Placement;
+use super::{PoolShared, WorkerPool};
+use crate::plugin::PoolPlugins;
+use crate::plugin::chain::{Placement, Trace};
+use crate::ring::Ring;
+use crate::stats::PoolStats;
+
+/// Watches a placement step by step: each plugin's decision, a server a plugin named, and the
+/// ring's part. `()` watches nothing and costs nothing, on the request path.
+pub trait PlaceTrace: Trace {
+    /// The plugins named server `name`: its index if the pool has it, and whether it is
+    /// ejected (then the ring decides).
+    fn named(&mut self, name: &str, server: Option<usize>, ejected: bool) {
+        let _ = (name, server, ejected);
+    }
+
+    /// The ring places `bytes` (the key, or the bytes a plugin chose to hash).
+    fn ring(&mut self, ring: &Ring, bytes: &[u8]) {
+        let _ = (ring, bytes);
+    }
+}
+
+impl PlaceTrace for () {}
 
 impl WorkerPool {
     /// The server for `key` (as sent to the server, after any plugin rewrote it): the plugins'
     /// choice when they make one (a named server only while it is in the ring), else the
     /// pool's ring. `None` when no server is in the ring.
     pub fn place(&self, key: &[u8]) -> Option<usize> {
-        let cfg = &self.shared.config;
-        let ring = self.shared.ring.load();
-        let chosen = self.plugins.as_ref().and_then(|plugins| {
-            let mut plugins = plugins.borrow_mut();
-            if !plugins.places(key) {
-                return None;
-            }
-            match plugins.place(key, &self.stats) {
-                Placement::Ring => None,
-                Placement::Hash(bytes) => Some(ring.locate(cfg.hash, cfg.hash_tag, &bytes)),
+        let mut plugins = self.plugins.as_ref().map(|p| p.borrow_mut());
+        self.shared
+            .place_traced(plugins.as_deref_mut(), key, &self.stats, &mut ())
+    }
+}
+
+impl PoolShared {
+    /// `WorkerPool::place` with the plugin instances `plugins` (a worker's, or the admin
+    /// listener's own), telling `trace` each step.
+    pub fn place_traced(
+        &self,
+        plugins: Option<&mut PoolPlugins>,
+        key: &[u8],
+        stats: &PoolStats,
+        trace: &mut impl PlaceTrace,
+    ) -> Option<usize> {
+        let cfg = &self.config;
+        let ring = self.ring.load();
+        if let Some(plugins) = plugins
+            && plugins.places(key)
+        {
+            match plugins.place_traced(key, stats, trace) {
+                Placement::Ring => {}
+                Placement::Hash(bytes) => {
+                    trace.ring(&ring, &bytes);
+                    return ring.locate(cfg.hash, cfg.hash_tag, &bytes);
+                }
                 Placement::Server(name) => {
-                    let named = self.shared.names.iter().position(|n| *n == name);
-                    named
-                        .filter(|&i| !self.shared.health[i].is_ejected())
-                        .map(Some)
+                    let named = self.names.iter().position(|n| *n == name);
+                    let ejected = named.is_some_and(|i| self.health[i].is_ejected());
+                    trace.named(&name, named, ejected);
+                    if let Some(i) = named
+                        && !ejected
+                    {
+                        return Some(i);
+                    }
                 }
             }
-        });
-        chosen.unwrap_or_else(|| ring.locate(cfg.hash, cfg.hash_tag, key))
+        }
+        trace.ring(&ring, key);
+        ring.locate(cfg.hash, cfg.hash_tag, key)
     }
 }

@@ -75,7 +75,7 @@ impl Session {
 
     /// Writes what is ready to the client, as far as the socket takes it now.
     fn flush(&self) {
-        self.pending.flush(&self.stream);
+        self.pending.flush(&self.stream, &self.pool.stats.latency);
     }
 
     /// The most bytes the reply to `req` can take, set aside while it is in flight.
@@ -204,7 +204,7 @@ pub async fn serve(stream: Stream, pool: Rc<WorkerPool>, id: usize, mut shutdown
         }
         tokio::select! {
             biased;
-            () = pending.unblock(&s.stream), if pending.is_blocked() => {}
+            () = pending.unblock(&s.stream, &pool.stats.latency), if pending.is_blocked() => {}
             () = pending.ready.wait() => {}
             () = poll_fn(|cx| full.as_ref().map_or(std::task::Poll::Pending, |b| b.poll_room(cx))), if full.is_some() => {
                 s.full.borrow_mut().take();

@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -14,6 +15,7 @@ use crate::memcache::lines::NO_REPLY;
 use crate::memcache::rewrite::{meta_get_as_classic, put_meta_as, put_stats_of, quiet_hides};
 use crate::net::Stream;
 use crate::pool::Seq;
+use crate::stats::Histogram;
 use crate::wake::LocalWake;
 
 /// The sequence number of a request nobody waits for (`noreply`): its reply is dropped.
@@ -64,6 +66,7 @@ struct Entry {
     /// Reply bytes set aside for it until it is written out (see `Pending::has_room`).
     reserved: usize,
     slot: Slot,
+    decoded: Instant,
 }
 
 /// The in-order queue of one client connection, filled as servers report replies.
@@ -95,10 +98,10 @@ impl Pending {
     /// Writes every finished request at the head to `stream`, as far as it takes them now.
     /// The client task calls this itself, and so does a server connection's task when it
     /// completes the oldest request, so a reply needs no task switch.
-    pub fn flush(&self, stream: &Stream) {
+    pub fn flush(&self, stream: &Stream, latency: &Histogram) {
         let reached_close = {
             let mut out = self.out.borrow_mut();
-            self.drain_into(&mut out)
+            self.drain_into(&mut out, latency)
         };
         if reached_close {
             self.closing.set(true);
@@ -142,13 +145,13 @@ impl Pending {
     }
 
     /// Waits until a blocked socket takes more, then writes what is waiting.
-    pub async fn unblock(&self, stream: &Stream) {
+    pub async fn unblock(&self, stream: &Stream, latency: &Histogram) {
         if stream.writable().await.is_err() {
             self.broken.set(true);
             return;
         }
         self.blocked.set(false);
-        self.flush(stream);
+        self.flush(stream, latency);
     }
 
     /// The connection is over: the client reads EOF, and late replies are dropped.
@@ -193,6 +196,7 @@ impl Pending {
             outstanding,
             reserved: reserve,
             slot,
+            decoded: Instant::now(),
         });
         self.reserved.set(self.reserved.get() + reserve);
         self.head.get() + entries.len() as Seq - 1
@@ -300,7 +304,8 @@ impl Pending {
 
     /// Writes every finished request at the head into `out`, in order. Returns true when a
     /// `Close` was reached: nothing after it is written.
-    fn drain_into(&self, out: &mut BytesMut) -> bool {
+    fn drain_into(&self, out: &mut BytesMut, latency: &Histogram) -> bool {
+        let mut now = None;
         loop {
             let entry = {
                 let mut entries = self.entries.borrow_mut();
@@ -312,6 +317,7 @@ impl Pending {
                 entries.pop_front().expect("front checked")
             };
             self.reserved.set(self.reserved.get() - entry.reserved);
+            latency.observe(entry.decoded, *now.get_or_insert_with(Instant::now));
             match entry.slot {
                 Slot::Reply(r) => out.put_slice(r.as_deref().unwrap_or(NO_REPLY)),
                 Slot::Meta {

@@ -104,6 +104,11 @@ impl Continuum {
         }
     }
 
+    /// The hash of the point `cursor` stands on.
+    pub fn point(&self, cursor: &Cursor) -> Option<u32> {
+        (!self.points.is_empty()).then(|| self.points[cursor.point % self.points.len()].0)
+    }
+
     #[cfg(test)]
     fn points(&self) -> &[(u32, u16)] {
         &self.points

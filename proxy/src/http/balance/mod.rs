@@ -33,6 +33,27 @@ impl UpstreamShared {
     }
 }
 
+impl UpstreamShared {
+    /// Whether server `i` is failed out at `now` (`max_fails` within `fail_timeout`).
+    pub fn is_down(&self, i: usize, now: u64) -> bool {
+        self.config.servers.len() > 1 && self.health[i].out(&self.config.servers[i], now)
+    }
+
+    /// Where `key` lands for a first attempt, as `Balancer::pick` walks the continuum, without
+    /// touching any state: its crc32, the point it starts from, and the first server from there
+    /// not failed out (`None`: none within nginx's 20 steps; round robin then decides).
+    pub fn hash_choice(&self, key: &[u8], now: u64) -> (u32, Option<u32>, Option<usize>) {
+        let hash = crate::hash::HashKind::Crc32a.hash(key);
+        if self.config.servers.len() == 1 {
+            return (hash, None, Some(0));
+        }
+        let mut cursor = self.continuum.start(key);
+        let point = self.continuum.point(&cursor);
+        let server = self.continuum.next(&mut cursor, |i| !self.is_down(i, now));
+        (hash, point, server)
+    }
+}
+
 /// One request's choices so far: the servers it tried and its place on the continuum.
 #[derive(Debug, Default)]
 pub struct Tries {
@@ -179,6 +200,18 @@ mod tests {
         (0..n)
             .map(|_| (b'a' + pick(b, &[], None, now).unwrap() as u8) as char)
             .collect()
+    }
+
+    #[test]
+    fn hash_choice_agrees_with_pick() {
+        let mut b = upstream(&[1, 1, 1], 1, 10_000);
+        b.failed(1, 100);
+        for k in 0..100 {
+            let key = format!("key{k}");
+            let (_, point, chosen) = b.shared.hash_choice(key.as_bytes(), 100);
+            assert!(point.is_some());
+            assert_eq!(chosen, pick(&mut b, &[], Some(key.as_bytes()), 100), "{key}");
+        }
     }
 
     #[test]

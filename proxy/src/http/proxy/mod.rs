@@ -87,7 +87,10 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
             }
         }
         first = false;
-        if !s.handle().await {
+        let started = std::time::Instant::now();
+        let keep = s.handle().await;
+        s.w.stats.latency.observe_since(started);
+        if !keep {
             break true;
         }
         if s.shutdown.is_shutdown() {

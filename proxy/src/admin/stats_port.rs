@@ -1,4 +1,5 @@
-//! The stats port: every connection gets nutcracker's stats JSON, then is closed.
+//! The stats port: every connection gets nutcracker's stats JSON, then is closed (unchanged
+//! from nutcracker; the admin HTTP listener is separate).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
