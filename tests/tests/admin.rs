@@ -200,8 +200,24 @@ fn ejections_rejoins_and_eofs_are_counted() {
     c.set(key.as_bytes(), b"v");
     let before = Metrics::scrape(admin);
     assert_eq!(before.get("walnut_server_connections", &mc2), 1.0);
-    // mc2 dies: its one connection reads EOF, which ejects it (limit 1).
+    // mc2 dies: its idle connection reads EOF, counted but not a failure (an idle close is
+    // how a restart or an idle timeout looks); the next request to it fails and ejects it
+    // (limit 1).
     ms[1].kill();
+    let [a, b] = mc2;
+    let eof = eventually(Duration::from_secs(10), || {
+        delta(
+            &before,
+            &Metrics::scrape(admin),
+            "walnut_server_errors_total",
+            &[a, b, ("kind", "eof")],
+        ) == 1.0
+    });
+    assert!(eof, "mc2's EOF is counted");
+    assert_eq!(Metrics::scrape(admin).get("walnut_server_up", &mc2), 1.0);
+    // The request's connect fails, which ejects mc2; the unsent request is placed again on
+    // the ring without it and misses there.
+    assert_eq!(c.call(format!("get {key}\r\n").as_bytes()), "END\r\n");
     let ejected = eventually(Duration::from_secs(10), || {
         Metrics::scrape(admin).get("walnut_server_up", &mc2) == 0.0
     });
@@ -213,7 +229,6 @@ fn ejections_rejoins_and_eofs_are_counted() {
         d(&down, "walnut_pool_ejections_total", &[("pool", "alpha")]),
         1.0
     );
-    let [a, b] = mc2;
     assert_eq!(
         d(
             &down,
