@@ -128,12 +128,15 @@ fn plugin_hook(c: &mut Criterion) {
     let stats = PoolStats::with_plugins(1, 1);
     c.bench_function("plugin hook: key rewrite of a 32-byte key", |b| {
         b.iter(|| {
-            black_box(plugins.request(
-                "get",
-                black_box(b"key:0000000000000000000000000042"),
-                (0, 0, 0),
-                &stats,
-            ))
+            let req = walnut_sdk::abi::McRequest {
+                command: b"get",
+                key: black_box(b"key:0000000000000000000000000042"),
+                flags: 0,
+                exptime: 0,
+                value_len: 0,
+                meta_flags: b"",
+            };
+            black_box(plugins.request(&req, false, &stats))
         })
     });
 }

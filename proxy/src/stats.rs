@@ -84,10 +84,11 @@ counters!(
 );
 
 counters!(
-    /// One plugin's counters in one worker (walnut only; not in the stats JSON).
+    /// One plugin's counters in one worker.
     PluginCounters {
         calls: "# hook calls",
         rejects: "# requests the plugin refused or answered itself",
+        rewrites: "# keys, values and HTTP heads the plugin changed",
         fault_timeout: "# calls that ran past the time budget",
         fault_memory: "# calls that grew past the memory cap",
         fault_trap: "# calls that trapped",
@@ -152,7 +153,7 @@ pub struct ProcessCounters {
 pub struct PoolNames {
     pub name: String,
     pub servers: Vec<String>,
-    /// The pool's plugins, numbered as their counters are (not in the stats JSON).
+    /// The pool's plugins, numbered as their counters are.
     pub plugins: Vec<PluginLabel>,
 }
 
@@ -271,6 +272,7 @@ impl Registry {
                 PoolCounters::FIELDS,
             );
             write_fields(&mut out, PoolCounters::FIELDS, &sums);
+            self.write_plugins(&mut out, p, names);
             for (s, server) in names.servers.iter().enumerate() {
                 let sums = sum(
                     self.workers.iter().map(|w| w[p].servers[s].values()),
@@ -284,6 +286,21 @@ impl Registry {
         }
         out.push_str("}\n");
         out
+    }
+
+    /// Pool `p`'s plugins' counters as flat pool fields, `"plugin:<scope>:<file>:<counter>"`
+    /// (the hook time summed in `hook_us`): a tool that reads nutcracker's document takes
+    /// them as more pool counters, as it takes `plugin_errors`, never as servers.
+    fn write_plugins(&self, out: &mut String, p: usize, names: &PoolNames) {
+        for (i, label) in names.plugins.iter().enumerate() {
+            let totals = self.plugin_totals(p, i);
+            let prefix = format!("plugin:{}:{}:", label.scope, label.name);
+            for ((field, _), v) in PluginCounters::FIELDS.iter().zip(&totals.values) {
+                let _ = write!(out, ", {}:{v}", json_string(&format!("{prefix}{field}")));
+            }
+            let hook_us = self.hook_latency(p, i).sum_ns / 1000;
+            let _ = write!(out, ", {}:{hook_us}", json_string(&format!("{prefix}hook_us")));
+        }
     }
 
     /// memcached-style `STAT` lines for the `stats` command, answered by walnut itself.

@@ -189,8 +189,11 @@ pub fn decode_memcache(buf: &[u8]) -> Option<McRequest<'_>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ValueParts<'a> {
     pub command: &'a [u8],
+    /// The client's key (decoded when it was base64).
     pub key: &'a [u8],
     pub flags: u32,
+    /// A meta command's flags after its key, as the client sent them (`ms`: after the length).
+    pub meta_flags: &'a [u8],
     pub data: &'a [u8],
 }
 
@@ -199,6 +202,7 @@ pub fn encode_value(out: &mut Vec<u8>, v: &ValueParts<'_>) {
         .bytes(v.command)
         .bytes(v.key)
         .u32(v.flags)
+        .bytes(v.meta_flags)
         .long_bytes(v.data);
 }
 
@@ -208,6 +212,7 @@ pub fn decode_value(buf: &[u8]) -> Option<ValueParts<'_>> {
         command: r.bytes()?,
         key: r.bytes()?,
         flags: r.u32()?,
+        meta_flags: r.bytes()?,
         data: r.long_bytes()?,
     };
     r.done().then_some(v)

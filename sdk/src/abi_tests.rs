@@ -53,6 +53,7 @@ fn values_round_trip() {
             command: b"set",
             key: b"k",
             flags: u32::MAX,
+            meta_flags: b"",
             data: &data,
         },
     );
@@ -60,6 +61,20 @@ fn values_round_trip() {
         crate::rt::decode_value(&buf),
         Some(Value::new(Command::Set, b"k", u32::MAX, data.clone()))
     );
+    buf.clear();
+    encode_value(
+        &mut buf,
+        &ValueParts {
+            command: b"ms",
+            key: b"k",
+            flags: 0,
+            meta_flags: b"MA q",
+            data: b"x",
+        },
+    );
+    let appended = crate::rt::decode_value(&buf).expect("decodes");
+    assert_eq!(appended.mode(), Some(crate::StoreMode::Append));
+    assert_eq!(appended.meta_flags().collect::<Vec<_>>(), [&b"MA"[..], b"q"]);
     let mut answer = Vec::new();
     encode_new_value(&mut answer, 9, &data);
     assert_eq!(decode_new_value(&answer), Some((9, &data[..])));

@@ -41,7 +41,7 @@ pub use filter::{Filter, HttpVerdict, McVerdict, Placement};
 pub use http::{HttpRequest, HttpResponse};
 pub use log::{Level, log};
 pub use memcache::MemcacheRequest;
-pub use value::Value;
+pub use value::{StoreMode, Value};
 
 /// Makes `$plugin` (a type implementing [`Filter`] and `serde::de::DeserializeOwned`) the
 /// plugin this crate builds: its `config:` block from the walnut YAML is deserialized into it,

@@ -149,6 +149,7 @@ pub fn decode_value(buf: &[u8]) -> Option<Value> {
         command: command(v.command)?,
         key: v.key.to_vec(),
         flags: v.flags,
+        meta_flags: v.meta_flags.to_vec(),
         data: v.data.to_vec(),
         changed: false,
     })

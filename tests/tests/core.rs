@@ -154,7 +154,7 @@ async fn read_exactly(c: &mut UnixStream, expected: usize) -> String {
 fn keys_on(pool: &WorkerPool, server: usize, n: usize) -> Vec<String> {
     (0..)
         .map(|i| format!("k{i}"))
-        .filter(|k| pool.place(k.as_bytes()) == Some(server))
+        .filter(|k| pool.place(k.as_bytes()) == Ok(server))
         .take(n)
         .collect()
 }
@@ -178,7 +178,7 @@ fn moving_to(pool: &WorkerPool, to: usize, n: usize) -> Vec<String> {
     let after = ring_without(3, 2);
     (0..)
         .map(|i| format!("m{i}"))
-        .filter(|k| pool.place(k.as_bytes()) == Some(2))
+        .filter(|k| pool.place(k.as_bytes()) == Ok(2))
         .filter(|k| after.locate(walnut::hash::HashKind::Fnv1a64, None, k.as_bytes()) == Some(to))
         .take(n)
         .collect()
@@ -352,7 +352,7 @@ fn a_key_a_plugin_places_is_placed_the_same_way_when_re_sent() {
         };
         let (tenant, key) = (0..)
             .map(|i| (format!("user{i}"), format!("user{i}|1|name")))
-            .find(|(t, k)| pool.place(k.as_bytes()) == Some(2) && locate(k) != locate(t))
+            .find(|(t, k)| pool.place(k.as_bytes()) == Ok(2) && locate(k) != locate(t))
             .unwrap();
         let (mut c, _keep) = client(&pool, 1);
         c.write_all(format!("set {key} 0 0 1\r\nx\r\n").as_bytes())
@@ -367,7 +367,7 @@ fn a_key_a_plugin_places_is_placed_the_same_way_when_re_sent() {
                 .any(|l| l.starts_with(&format!("set {key} "))),
             "re-sent to {tenant}'s server on the live ring"
         );
-        assert_eq!(pool.place(key.as_bytes()), Some(locate(&tenant)));
+        assert_eq!(pool.place(key.as_bytes()), Ok(locate(&tenant)));
     });
 }
 

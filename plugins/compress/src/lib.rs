@@ -6,9 +6,10 @@
 //! config: { min_size: 256, flag: 1073741824 }   # defaults: 256 bytes, flag bit 2^30
 //! ```
 //!
-//! `append` and `prepend` are refused: they would add raw bytes to a compressed value.
+//! `append` and `prepend` (and `ms` in those modes) are refused: they would add raw bytes to a
+//! compressed value.
 
-use walnut_sdk::{Command, Filter, McVerdict, Value};
+use walnut_sdk::{Filter, McVerdict, StoreMode, Value};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,9 +46,9 @@ impl Filter for Compress {
     }
 
     fn on_store(&mut self, value: &mut Value) -> McVerdict {
-        if matches!(value.command(), Command::Append | Command::Prepend) {
+        if matches!(value.mode(), Some(StoreMode::Append | StoreMode::Prepend)) {
             return McVerdict::reject(format!(
-                "{} is refused: values are stored compressed",
+                "{} that appends or prepends is refused: values are stored compressed",
                 value.command()
             ));
         }
@@ -94,6 +95,7 @@ walnut_sdk::export!(Compress);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use walnut_sdk::Command;
 
     fn plugin() -> Compress {
         serde_json::from_str("{}").unwrap()
@@ -139,6 +141,8 @@ mod tests {
     fn append_and_the_reserved_bit_are_refused() {
         let mut p = plugin();
         let mut v = Value::new(Command::Append, "k", 0, b"more".to_vec());
+        assert!(matches!(p.on_store(&mut v), McVerdict::Reject(_)));
+        let mut v = Value::new(Command::MetaSet, "k", 0, b"more".to_vec()).with_meta_flags("MP");
         assert!(matches!(p.on_store(&mut v), McVerdict::Reject(_)));
         let mut v = Value::new(Command::Set, "k", 1 << 30, b"x".to_vec());
         assert!(matches!(p.on_store(&mut v), McVerdict::Reject(_)));

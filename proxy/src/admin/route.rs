@@ -13,7 +13,8 @@ use super::{Site, View};
 use crate::config::LocationAction;
 use crate::config::KeySource;
 use crate::http::balance::now_ms;
-use crate::plugin::{HttpEdits, HttpVerdict, PoolPlugins};
+use crate::http::plugins::{HttpCall, HttpEdits, HttpVerdict};
+use crate::plugin::PoolPlugins;
 use crate::pool::PoolShared;
 use crate::pool::explain::{Explanation, Step, Steps};
 use crate::ring::Spot;
@@ -229,16 +230,15 @@ fn http(
         if plugins.runs_http(location) {
             let stats = PoolStats::new(0);
             let headers = || q.headers.iter().map(|(n, v)| (&n[..], &v[..]));
-            verdict = plugins.http_traced(
+            let call = HttpCall {
                 location,
                 method,
                 path,
                 query,
                 headers,
-                &mut edits,
-                &stats,
-                &mut steps_seen,
-            );
+                underscores: cfg.underscores_in_headers,
+            };
+            verdict = plugins.http_traced(&call, &mut edits, &stats, &mut steps_seen);
         }
     }
     let mut v = json!({

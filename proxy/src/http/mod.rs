@@ -11,6 +11,7 @@ pub mod date;
 pub mod head;
 pub mod headers;
 pub mod path;
+pub mod plugins;
 pub mod proxy;
 pub mod route;
 

@@ -113,6 +113,11 @@ impl Request {
         self.silent.is_some() && !self.is_meta()
     }
 
+    /// Meta `b`: the key is base64 (`placement_key` decodes it).
+    pub fn is_base64(&self) -> bool {
+        self.base64_key
+    }
+
     /// A meta command (mg ms md ma me mn).
     pub fn is_meta(&self) -> bool {
         self.command.is_meta()
@@ -147,7 +152,7 @@ impl Request {
             // The key always comes before the silencing token, so it lies within `head`.
             Some(key) if self.keys.end <= head.len() => {
                 buf.extend_from_slice(&head[..start]);
-                let len = self.put_key(buf, key);
+                let len = self.put_key(buf, Some(key));
                 buf.extend_from_slice(&head[self.keys.end..]);
                 len
             }
@@ -160,18 +165,38 @@ impl Request {
         KeySpan::new(start, written, self.base64_key)
     }
 
-    /// Writes `key` (decoded, for a base64 key) as this request's key; returns its length.
-    fn put_key(&self, buf: &mut BytesMut, key: &[u8]) -> usize {
-        if !self.base64_key {
-            buf.extend_from_slice(key);
-            return key.len();
+    /// Writes `key` (decoded, for a base64 key) as this request's key, or the client's own
+    /// key as it came when `None`; returns its length.
+    fn put_key(&self, buf: &mut BytesMut, key: Option<&[u8]>) -> usize {
+        let key = match key {
+            Some(key) if self.base64_key => {
+                let mut encoded = [0u8; 4 * MAX_KEY_LEN.div_ceil(3) + 4];
+                let n = base64::engine::general_purpose::STANDARD
+                    .encode_slice(key, &mut encoded)
+                    .unwrap_or(0);
+                buf.extend_from_slice(&encoded[..n]);
+                return n;
+            }
+            Some(key) => key,
+            None => self.key(),
+        };
+        buf.extend_from_slice(key);
+        key.len()
+    }
+
+    /// `write_forward`, with ` f` added to a meta get that asks for a value without its
+    /// flags (the value hooks need them; the reply shows them only where asked).
+    pub fn write_forward_with_flags(&self, buf: &mut BytesMut, key: Option<&[u8]>) -> KeySpan {
+        let span = self.write_forward(buf, key);
+        if self.command == Command::MetaGet
+            && self.meta_flag(b'v').is_some()
+            && self.meta_flag(b'f').is_none()
+        {
+            let eol = if buf.ends_with(b"\r\n") { 2 } else { 1 };
+            buf.truncate(buf.len() - eol);
+            buf.extend_from_slice(b" f\r\n");
         }
-        let mut encoded = [0u8; 4 * MAX_KEY_LEN.div_ceil(3) + 4];
-        let n = base64::engine::general_purpose::STANDARD
-            .encode_slice(key, &mut encoded)
-            .unwrap_or(0);
-        buf.extend_from_slice(&encoded[..n]);
-        n
+        span
     }
 
     /// Writes a storage request (`set` ... `cas`, or `ms`) as the backend must see it (without
@@ -192,7 +217,7 @@ impl Request {
         buf.extend_from_slice(tokens.next().unwrap_or_default());
         buf.extend_from_slice(b" ");
         let key_at = buf.len();
-        let key_len = self.put_key(buf, key.unwrap_or(self.key()));
+        let key_len = self.put_key(buf, key);
         let _client_key = tokens.next();
         if self.command == Command::MetaSet {
             let _len = tokens.next();
@@ -289,10 +314,44 @@ impl Request {
         Some(KeySpan::new(3, key.len(), false))
     }
 
-    /// The storage fields a plugin sees: flags, exptime, value length (zeros elsewhere).
+    /// A meta command's flags after its key (`ms`: after its length), as the client sent
+    /// them; empty for other commands.
+    pub fn meta_flags(&self) -> &[u8] {
+        if !self.is_meta() {
+            return &[];
+        }
+        let line = trim_eol(&self.frame[..self.value.start.min(self.frame.len())]);
+        let mut rest = line.get(self.keys.end..).unwrap_or_default();
+        if self.command == Command::MetaSet {
+            let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+            let len_end = rest[start..]
+                .iter()
+                .position(|&b| b == b' ')
+                .map_or(rest.len(), |i| start + i);
+            rest = &rest[len_end..];
+        }
+        let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+        &rest[start..]
+    }
+
+    /// The meta flag token starting with `flag` (`T30` for `T`), if the client gave one.
+    pub fn meta_flag(&self, flag: u8) -> Option<&[u8]> {
+        self.meta_flags()
+            .split(|&b| b == b' ')
+            .find(|t| t.first() == Some(&flag))
+    }
+
+    /// The storage fields a plugin sees: flags, exptime, value length (zeros elsewhere); for
+    /// `ms` the `F` and `T` flags.
     pub fn storage_fields(&self) -> (u32, i64, u32) {
         let value_len = self.value.len() as u32;
         let mut t = self.tokens();
+        let number = |t: Option<&[u8]>| std::str::from_utf8(t?).ok()?.parse().ok();
+        if self.command == Command::MetaSet {
+            let flags = number(self.meta_flag(b'F').map(|t| &t[1..])).unwrap_or(0);
+            let exptime = number(self.meta_flag(b'T').map(|t| &t[1..])).unwrap_or(0);
+            return (flags as u32, exptime, value_len);
+        }
         match self.command {
             c if c.is_storage() => {
                 let _key = t.next();

@@ -94,8 +94,15 @@ fn put_hit_as_value(hit: &MetaHit<'_>, key: &[u8], cas: bool, out: &mut BytesMut
     out.put_slice(hit.data);
 }
 
-/// What a value hook made of one value: `None` keeps it; `Some((flags, data))` replaces it.
-pub type NewValue = Option<(u32, Vec<u8>)>;
+/// What a value hook made of one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mapped {
+    Keep,
+    /// These flags and bytes instead.
+    Replace(u32, Vec<u8>),
+    /// Left out of the reply: a miss.
+    Drop,
+}
 
 /// A value hook failed by its plugin's policy: the reply becomes `SERVER_ERROR plugin failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +114,7 @@ pub struct HookFailed;
 pub fn map_values(
     reply: &[u8],
     out: &mut BytesMut,
-    mut hook: impl FnMut(&[u8], u32, &[u8]) -> Result<NewValue, HookFailed>,
+    mut hook: impl FnMut(&[u8], u32, &[u8]) -> Result<Mapped, HookFailed>,
 ) -> Result<(), HookFailed> {
     let mut at = 0;
     for block in value_blocks(reply) {
@@ -124,8 +131,9 @@ pub fn map_values(
         let cas = fields.next();
         let data = &block.block[line_end..block.block.len() - 2];
         match hook(block.key, flags, data)? {
-            None => out.put_slice(block.block),
-            Some((flags, data)) => {
+            Mapped::Keep => out.put_slice(block.block),
+            Mapped::Drop => {}
+            Mapped::Replace(flags, data) => {
                 out.put_slice(b"VALUE ");
                 out.put_slice(block.key);
                 put_number(out, u64::from(flags));
@@ -153,7 +161,7 @@ pub fn map_meta_value(
     reply: &[u8],
     show_flags: bool,
     out: &mut BytesMut,
-    hook: impl FnOnce(u32, &[u8]) -> Result<NewValue, HookFailed>,
+    hook: impl FnOnce(u32, &[u8]) -> Result<Option<(u32, Vec<u8>)>, HookFailed>,
 ) -> Result<(), HookFailed> {
     let Some(hit) = meta_hit(reply) else {
         out.put_slice(reply);
@@ -342,7 +350,10 @@ mod tests {
         let reply = b"VALUE a 7 3 99\r\nabc\r\nVALUE b 0 2\r\nxy\r\nEND\r\n";
         let mut out = BytesMut::new();
         map_values(reply, &mut out, |key, flags, data| {
-            Ok((key == b"a").then(|| (flags & !4, [data, data].concat())))
+            Ok(match key {
+                b"a" => Mapped::Replace(flags & !4, [data, data].concat()),
+                _ => Mapped::Keep,
+            })
         })
         .unwrap();
         assert_eq!(
@@ -356,6 +367,12 @@ mod tests {
             map_values(reply, &mut out, |_, _, _| Err(HookFailed)),
             Err(HookFailed)
         );
+        out.clear();
+        map_values(reply, &mut out, |key, _, _| {
+            Ok(if key == b"a" { Mapped::Drop } else { Mapped::Keep })
+        })
+        .unwrap();
+        assert_eq!(&out[..], b"VALUE b 0 2\r\nxy\r\nEND\r\n");
         // A meta hit: its length, and its flags where the client asked for them.
         let mut out = BytesMut::new();
         let hit = b"VA 3 f7 c5 O9\r\nabc\r\n";

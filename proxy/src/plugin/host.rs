@@ -119,6 +119,15 @@ impl ResourceLimiter for Host {
     }
 }
 
+/// `message` on one line: a plugin's text (a panic's message holds a newline) never starts a
+/// log line of its own, which could pass for walnut's.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+        .collect()
+}
+
 /// The imports a walnut plugin may have, by name.
 pub(super) const PROVIDED: [&str; 2] = [imports::LOG, imports::CLOCK];
 
@@ -136,7 +145,7 @@ pub(super) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>
                     let start = ptr as usize;
                     let end = start.checked_add((len as usize).min(LOG_LINE_MAX))?;
                     let bytes = memory.data(&caller).get(start..end)?;
-                    Some(String::from_utf8_lossy(bytes).into_owned())
+                    Some(one_line(&String::from_utf8_lossy(bytes)))
                 });
             if let Some(message) = message {
                 caller.data_mut().log(level, &message);
@@ -160,6 +169,14 @@ pub(super) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugins_text_stays_on_one_line() {
+        assert_eq!(
+            one_line("panicked at src/lib.rs:1:2:\nboom\r\n2026 INFO forged"),
+            "panicked at src/lib.rs:1:2: boom  2026 INFO forged"
+        );
+    }
 
     #[test]
     fn a_burst_is_written_then_lines_are_dropped_and_counted() {

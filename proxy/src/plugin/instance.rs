@@ -204,7 +204,8 @@ impl Instance {
             return Fault::Memory;
         }
         if let Some(message) = self.store.data_mut().panic.take() {
-            return Fault::Trap(format!("panicked at {message}"));
+            // The SDK's panic hook writes "panicked at <place>: <message>".
+            return Fault::Trap(message);
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Fault::Timeout,

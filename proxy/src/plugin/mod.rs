@@ -4,13 +4,15 @@
 pub mod chain;
 mod host;
 pub mod instance;
+mod memcache;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::{Config, HttpPool, OnError, PluginSpec, Pool};
-pub use chain::{HttpEdits, HttpVerdict, PoolPlugins, Verdict};
+pub use chain::{Placement, PoolPlugins, Verdict};
+pub use memcache::NewValue;
 pub use instance::{Fault, Hook, Instance};
 
 /// How often the engine's epoch ticks: the unit of a plugin's time budget.

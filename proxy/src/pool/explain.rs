@@ -9,7 +9,7 @@ use crate::plugin::{PoolPlugins, Verdict};
 use crate::ring::{Located, Ring, Spot};
 use crate::stats::PoolStats;
 
-use super::place::PlaceTrace;
+use super::place::{PlaceTrace, Unplaced};
 
 /// One plugin's decision, in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +170,15 @@ impl PoolShared {
         let mut plugins = plugins;
         if let Some(plugins) = plugins.as_deref_mut() {
             let mut steps = Steps::default();
-            let verdict = plugins.request_traced(command, key, (0, 0, 0), stats, &mut steps);
+            let req = walnut_sdk::abi::McRequest {
+                command: command.as_bytes(),
+                key,
+                flags: 0,
+                exptime: 0,
+                value_len: 0,
+                meta_flags: b"",
+            };
+            let verdict = plugins.request_traced(&req, false, stats, &mut steps);
             e.request = steps.0;
             match verdict {
                 Verdict::Continue(Some(new_key)) => e.sent_key = new_key,
@@ -189,7 +197,11 @@ impl PoolShared {
             named: None,
             ring: None,
         };
-        e.server = self.place_traced(plugins, &e.sent_key, stats, &mut recorder);
+        let placed = self.place_traced(plugins, &e.sent_key, stats, &mut recorder);
+        if placed == Err(Unplaced::PluginFailed) {
+            e.refused = Some("a fail_closed plugin failed while placing it".into());
+        }
+        e.server = placed.ok();
         e.placement = recorder.steps.0;
         e.named = recorder.named;
         e.ring = recorder.ring;

@@ -24,7 +24,7 @@ use crate::stats::{PoolStats, Registry};
 pub use backend::{Backend, Target};
 pub use failure::Failure;
 pub use health::{Health, Standing};
-pub use place::PlaceTrace;
+pub use place::{PlaceTrace, Unplaced};
 
 /// Request bytes a server connection queues, at least, before its clients must wait: a server
 /// that stops reading cannot make walnut hold more than this per connection (and one request

@@ -4,7 +4,8 @@
 //! explanation (`explain.rs`) runs this same function, watching it with a [`PlaceTrace`].
 
 use super::{PoolShared, WorkerPool};
-use crate::plugin::PoolPlugins;
+use crate::memcache::lines::{NO_SERVER, PLUGIN_FAILED};
+use crate::plugin::{Hook, PoolPlugins};
 use crate::plugin::chain::{Placement, Trace};
 use crate::ring::Ring;
 use crate::stats::PoolStats;
@@ -26,11 +27,30 @@ pub trait PlaceTrace: Trace {
 
 impl PlaceTrace for () {}
 
+/// Why a key has no server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unplaced {
+    /// No server is in the ring.
+    NoServer,
+    /// A `fail_closed` plugin failed while placing it.
+    PluginFailed,
+}
+
+impl Unplaced {
+    /// The reply the request gets.
+    pub fn line(self) -> &'static [u8] {
+        match self {
+            Unplaced::NoServer => NO_SERVER,
+            Unplaced::PluginFailed => PLUGIN_FAILED,
+        }
+    }
+}
+
 impl WorkerPool {
     /// The server for `key` (as sent to the server, after any plugin rewrote it): the plugins'
     /// choice when they make one (a named server only while it is in the ring), else the
-    /// pool's ring. `None` when no server is in the ring.
-    pub fn place(&self, key: &[u8]) -> Option<usize> {
+    /// pool's ring.
+    pub fn place(&self, key: &[u8]) -> Result<usize, Unplaced> {
         let mut plugins = self.plugins.as_ref().map(|p| p.borrow_mut());
         self.shared
             .place_traced(plugins.as_deref_mut(), key, &self.stats, &mut ())
@@ -46,17 +66,22 @@ impl PoolShared {
         key: &[u8],
         stats: &PoolStats,
         trace: &mut impl PlaceTrace,
-    ) -> Option<usize> {
+    ) -> Result<usize, Unplaced> {
         let cfg = &self.config;
         let ring = self.ring.load();
+        let on_ring = |bytes: &[u8]| {
+            ring.locate(cfg.hash, cfg.hash_tag, bytes)
+                .ok_or(Unplaced::NoServer)
+        };
         if let Some(plugins) = plugins
-            && plugins.places(key)
+            && plugins.may(Hook::Hash, key)
         {
             match plugins.place_traced(key, stats, trace) {
                 Placement::Ring => {}
+                Placement::Failed => return Err(Unplaced::PluginFailed),
                 Placement::Hash(bytes) => {
                     trace.ring(&ring, &bytes);
-                    return ring.locate(cfg.hash, cfg.hash_tag, &bytes);
+                    return on_ring(&bytes);
                 }
                 Placement::Server(name) => {
                     let named = self.names.iter().position(|n| *n == name);
@@ -65,12 +90,12 @@ impl PoolShared {
                     if let Some(i) = named
                         && !ejected
                     {
-                        return Some(i);
+                        return Ok(i);
                     }
                 }
             }
         }
         trace.ring(&ring, key);
-        ring.locate(cfg.hash, cfg.hash_tag, key)
+        on_ring(key)
     }
 }

@@ -7,14 +7,16 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use walnut_sdk::abi::{McRequest, ValueParts};
+
 use super::Session;
 use super::pending::{Slot, UNANSWERED};
-use crate::memcache::lines::{END, ERROR, MN, NO_SERVER, OK, PLUGIN_FAILED, VERSION};
+use super::values::Values;
+use crate::memcache::lines::{END, ERROR, MN, OK, PLUGIN_FAILED, VERSION};
 use crate::memcache::request::placement_key;
 use crate::memcache::{Command, Decoder, KeySpan, Part, ReplyKind, Request};
-use crate::plugin::{PoolPlugins, Verdict};
-use crate::pool::Seq;
-use crate::stats::PoolStats;
+use crate::plugin::{Hook, NewValue, PoolPlugins, Verdict};
+use crate::pool::{Seq, WorkerPool};
 
 /// Per-connection scratch space reused across requests.
 #[derive(Default)]
@@ -31,9 +33,9 @@ const STATS_GROUPS: [&[u8]; 5] = [b"slabs", b"items", b"sizes", b"settings", b"c
 /// Routes `req`; its reply (if any) is queued on the session in the client's order.
 pub fn dispatch(s: &Rc<Session>, req: Request, scratch: &mut Scratch) {
     let reserve = s.reply_bound(&req);
-    let rewritten = match &s.pool.plugins {
-        Some(plugins) => match filter(&req, &mut plugins.borrow_mut(), &s.pool.stats) {
-            Ok(rewritten) => rewritten,
+    let filtered = match &s.pool.plugins {
+        Some(plugins) => match filter(&req, &mut plugins.borrow_mut(), &s.pool) {
+            Ok(filtered) => filtered,
             Err(line) => {
                 if !req.is_noreply() {
                     s.answer(line);
@@ -41,7 +43,7 @@ pub fn dispatch(s: &Rc<Session>, req: Request, scratch: &mut Scratch) {
                 return;
             }
         },
-        None => None,
+        None => Filtered::default(),
     };
     match req.command {
         Command::Version => s.answer(Bytes::from_static(VERSION)),
@@ -71,9 +73,9 @@ pub fn dispatch(s: &Rc<Session>, req: Request, scratch: &mut Scratch) {
             }
         }
         c if c.is_retrieval() && (req.key_count() > 1 || req.part.is_batch()) => {
-            retrieve_many(s, &req, rewritten, reserve, scratch)
+            retrieve_many(s, &req, filtered.key, reserve, scratch)
         }
-        _ => forward_one(s, &req, rewritten.as_deref(), reserve),
+        _ => forward_one(s, &req, filtered, reserve),
     }
 }
 
@@ -128,31 +130,45 @@ pub(super) fn unlink(s: &Rc<Session>, key: &[u8], base64: bool, scratch: &mut Sc
     }
 }
 
-/// Runs the pool's plugins over `req` (per key for a multi-key retrieval). `Ok` carries the key
-/// (or space-separated key list) to send instead of the client's when they rewrote it; `Err`
-/// the reply when one refused the request or failed closed.
-fn filter(
-    req: &Request,
-    plugins: &mut PoolPlugins,
-    stats: &PoolStats,
-) -> Result<Option<Bytes>, Bytes> {
-    let command = req.command.name();
+/// What the pool's plugins made of a request: the key (for a retrieval the space-separated key
+/// list) to send instead of the client's, and the value to store instead of the client's.
+#[derive(Default)]
+struct Filtered {
+    key: Option<Bytes>,
+    value: Option<NewValue>,
+}
+
+/// Runs the pool's plugins over `req` (per key for a multi-key retrieval), then a storage
+/// request's value through the store hooks. `Err` is the reply when one refused the request
+/// or failed closed.
+fn filter(req: &Request, plugins: &mut PoolPlugins, pool: &WorkerPool) -> Result<Filtered, Bytes> {
+    let stats = &pool.stats;
+    let command = req.command.name().as_bytes();
+    let (flags, exptime, value_len) = req.storage_fields();
+    let meta_flags = req.meta_flags();
+    let call = |key| McRequest {
+        command,
+        key,
+        flags,
+        exptime,
+        value_len,
+        meta_flags,
+    };
     if !req.command.is_keyed() {
-        if req.command == Command::Quit {
-            return Ok(None);
+        if req.command != Command::Quit {
+            verdict(plugins.request(&call(b""), false, stats))?;
         }
-        return verdict(plugins.request(command, b"", (0, 0, 0), stats)).map(|_| None);
+        return Ok(Filtered::default());
     }
-    let storage = req.storage_fields();
     if req.command.is_retrieval() && req.key_count() > 1 {
         // Per key; the first refusal answers for the whole request.
-        let mut rewritten: Option<Vec<Option<Bytes>>> = None;
+        let mut rewritten: Option<Vec<Option<Vec<u8>>>> = None;
         for (i, key) in req.keys().enumerate() {
-            if let Some(new_key) = verdict(plugins.request(command, key, storage, stats))? {
+            if let Some(new_key) = verdict(plugins.request(&call(key), false, stats))? {
                 rewritten.get_or_insert_with(|| vec![None; req.key_count()])[i] = Some(new_key);
             }
         }
-        return Ok(rewritten.map(|keys| {
+        let key = rewritten.map(|keys| {
             let mut line = BytesMut::new();
             for (key, new_key) in req.keys().zip(keys) {
                 if !line.is_empty() {
@@ -161,17 +177,35 @@ fn filter(
                 line.put_slice(new_key.as_deref().unwrap_or(key));
             }
             line.freeze()
-        }));
+        });
+        return Ok(Filtered { key, value: None });
     }
     let mut scratch_key = [0u8; 512];
     let key = req.placement_key(&mut scratch_key);
-    verdict(plugins.request(command, key, storage, stats))
+    let new_key = verdict(plugins.request(&call(key), req.is_base64(), stats))?;
+    let mut value = None;
+    if (req.command.is_storage() || req.command == Command::MetaSet)
+        && plugins.may(Hook::Store, key)
+    {
+        let stored = ValueParts {
+            command,
+            key,
+            flags,
+            meta_flags,
+            data: req.value(),
+        };
+        value = verdict(plugins.store(&stored, pool.shared.config.item_size_max, stats))?;
+    }
+    Ok(Filtered {
+        key: new_key.map(Bytes::from),
+        value,
+    })
 }
 
-/// The plugins' verdict as the request's fate: go on (with a rewritten key), or this reply.
-fn verdict(v: Verdict) -> Result<Option<Bytes>, Bytes> {
+/// The plugins' verdict as the request's fate: go on (with what they replaced), or this reply.
+fn verdict<T>(v: Verdict<T>) -> Result<Option<T>, Bytes> {
     match v {
-        Verdict::Continue(new_key) => Ok(new_key.map(Bytes::from)),
+        Verdict::Continue(new) => Ok(new),
         Verdict::Reject(message) => Err(Bytes::from(format!(
             "CLIENT_ERROR {}\r\n",
             one_line(&message)
@@ -188,18 +222,23 @@ fn one_line(message: &str) -> String {
         .collect()
 }
 
-/// Sends a one-key request to the server its key is placed on; `new_key` replaces the client's.
-fn forward_one(s: &Rc<Session>, req: &Request, new_key: Option<&[u8]>, reserve: usize) {
+/// Sends a one-key request to the server its key is placed on, with the key and value the
+/// plugins put instead of the client's.
+fn forward_one(s: &Rc<Session>, req: &Request, filtered: Filtered, reserve: usize) {
+    let new_key = filtered.key.as_deref();
     let mut scratch = [0u8; 512];
     let key = match new_key {
         Some(k) => k,
         None => req.placement_key(&mut scratch),
     };
-    let Some(server) = s.pool.place(key) else {
-        if !req.is_noreply() {
-            s.answer(Bytes::from_static(NO_SERVER));
+    let server = match s.pool.place(key) {
+        Ok(server) => server,
+        Err(why) => {
+            if !req.is_noreply() {
+                s.answer(Bytes::from_static(why.line()));
+            }
+            return;
         }
-        return;
     };
     if req.command.is_retrieval() {
         return retrieve_one(s, req, server, new_key, reserve);
@@ -209,6 +248,8 @@ fn forward_one(s: &Rc<Session>, req: &Request, new_key: Option<&[u8]>, reserve: 
         // What a memcached without the meta protocol answers; a limited server never sees it.
         return s.answer(Bytes::from_static(ERROR));
     }
+    let values = Values::of(&s.pool, req);
+    let hooked = values.is_some();
     let seq = if req.is_noreply() {
         UNANSWERED
     } else {
@@ -222,11 +263,18 @@ fn forward_one(s: &Rc<Session>, req: &Request, new_key: Option<&[u8]>, reserve: 
         } else {
             Slot::Reply(None)
         };
-        s.pending.push(slot, 1, reserve)
+        s.pending.push_with(slot, 1, reserve, values)
     };
-    backend.send(s.dest(seq, 0), req.command.reply_kind(), |buf| {
-        req.write_forward(buf, new_key)
-    });
+    let kind = req.command.reply_kind();
+    match (&filtered.value, hooked) {
+        (Some((flags, data)), _) => backend.send(s.dest(seq, 0), kind, |buf| {
+            req.write_stored(buf, new_key, *flags, data)
+        }),
+        (None, true) => backend.send(s.dest(seq, 0), kind, |buf| {
+            req.write_forward_with_flags(buf, new_key)
+        }),
+        (None, false) => backend.send(s.dest(seq, 0), kind, |buf| req.write_forward(buf, new_key)),
+    }
 }
 
 /// A one-key retrieval (its key rewritten to `new_key` by a plugin, if given) for `server`: as
@@ -250,7 +298,9 @@ fn retrieve_one(
         );
         g.key_frag.push(0);
         g.frags.push(None);
-        let seq = s.pending.push(Slot::Gather(g), 1, reserve);
+        let seq = s
+            .pending
+            .push_with(Slot::Gather(g), 1, reserve, Values::of(&s.pool, req));
         return send_fragment(s, seq, 0, server as u16);
     }
     let (slot, kind) = if meta {
@@ -263,7 +313,9 @@ fn retrieve_one(
     } else {
         (Slot::Reply(None), ReplyKind::Retrieval)
     };
-    let seq = s.pending.push(slot, 1, reserve);
+    let seq = s
+        .pending
+        .push_with(slot, 1, reserve, Values::of(&s.pool, req));
     if meta {
         backend.send_meta_get(s.dest(seq, 0), |buf, opaque| {
             req.write_as_meta_get(buf, new_key, opaque)
@@ -288,15 +340,17 @@ fn retrieve_many(
     let sent_keys = sent.as_deref().unwrap_or(&req.frame()[req.keys_range()]);
     for key in sent_keys.split(|&b| b == b' ').filter(|k| !k.is_empty()) {
         match s.pool.place(key) {
-            Some(server) => scratch.servers.push(server as u16),
-            None => return s.answer(Bytes::from_static(NO_SERVER)),
+            Ok(server) => scratch.servers.push(server as u16),
+            Err(why) => return s.answer(Bytes::from_static(why.line())),
         }
     }
     let first = scratch.servers[0];
     let whole = sent.is_none() && !req.part.is_batch();
     if whole && scratch.servers.iter().all(|&s| s == first) {
         // All on one server and not rewritten: the request goes as it came, and so does the reply.
-        let seq = s.pending.push(Slot::Reply(None), 1, reserve);
+        let seq = s
+            .pending
+            .push_with(Slot::Reply(None), 1, reserve, Values::of(&s.pool, req));
         s.pool
             .backend(first as usize, s.id)
             .send(s.dest(seq, 0), ReplyKind::Retrieval, |buf| {
@@ -326,7 +380,10 @@ fn retrieve_many(
     gather.key_frag.extend_from_slice(&scratch.servers);
     gather.frags.resize(frags, None);
     gather.part = req.part;
-    let seq = s.pending.push(Slot::Gather(gather), frags as u16, reserve);
+    let values = Values::of(&s.pool, req);
+    let seq = s
+        .pending
+        .push_with(Slot::Gather(gather), frags as u16, reserve, values);
     s.pool.stats.pool.fragments.add(frags as u64);
     for (frag, &server) in scratch.frag_servers.iter().enumerate() {
         send_fragment(s, seq, frag as u16, server);

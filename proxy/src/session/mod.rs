@@ -9,6 +9,7 @@
 pub mod dispatch;
 pub mod pending;
 mod reroute;
+mod values;
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -75,7 +76,7 @@ impl Session {
 
     /// Writes what is ready to the client, as far as the socket takes it now.
     fn flush(&self) {
-        self.pending.flush(&self.stream, &self.pool.stats.latency);
+        self.pending.flush(&self.stream, &self.pool);
     }
 
     /// The most bytes the reply to `req` can take, set aside while it is in flight.
@@ -204,7 +205,7 @@ pub async fn serve(stream: Stream, pool: Rc<WorkerPool>, id: usize, mut shutdown
         }
         tokio::select! {
             biased;
-            () = pending.unblock(&s.stream, &pool.stats.latency), if pending.is_blocked() => {}
+            () = pending.unblock(&s.stream, &pool), if pending.is_blocked() => {}
             () = pending.ready.wait() => {}
             () = poll_fn(|cx| full.as_ref().map_or(std::task::Poll::Pending, |b| b.poll_room(cx))), if full.is_some() => {
                 s.full.borrow_mut().take();

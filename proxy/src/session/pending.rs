@@ -9,13 +9,13 @@ use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::values::{Values, pass_values};
 use crate::memcache::Command;
 use crate::memcache::Gather;
 use crate::memcache::lines::NO_REPLY;
 use crate::memcache::rewrite::{meta_get_as_classic, put_meta_as, put_stats_of, quiet_hides};
 use crate::net::Stream;
-use crate::pool::Seq;
-use crate::stats::Histogram;
+use crate::pool::{Seq, WorkerPool};
 use crate::wake::LocalWake;
 
 /// The sequence number of a request nobody waits for (`noreply`): its reply is dropped.
@@ -66,6 +66,8 @@ struct Entry {
     /// Reply bytes set aside for it until it is written out (see `Pending::has_room`).
     reserved: usize,
     slot: Slot,
+    /// The value hooks its values pass through, when the pool's plugins have any.
+    values: Option<Box<Values>>,
     decoded: Instant,
 }
 
@@ -92,16 +94,18 @@ pub struct Pending {
     // Boxed on purpose: the boxes themselves are what is reused, moved in and out of `Slot`.
     #[allow(clippy::vec_box)]
     spare: RefCell<Vec<Box<Gather>>>,
+    /// A reply as servers and walnut made it, before the value hooks (kept for reuse).
+    raw: RefCell<BytesMut>,
 }
 
 impl Pending {
     /// Writes every finished request at the head to `stream`, as far as it takes them now.
     /// The client task calls this itself, and so does a server connection's task when it
     /// completes the oldest request, so a reply needs no task switch.
-    pub fn flush(&self, stream: &Stream, latency: &Histogram) {
+    pub fn flush(&self, stream: &Stream, pool: &WorkerPool) {
         let reached_close = {
             let mut out = self.out.borrow_mut();
-            self.drain_into(&mut out, latency)
+            self.drain_into(&mut out, pool)
         };
         if reached_close {
             self.closing.set(true);
@@ -145,13 +149,13 @@ impl Pending {
     }
 
     /// Waits until a blocked socket takes more, then writes what is waiting.
-    pub async fn unblock(&self, stream: &Stream, latency: &Histogram) {
+    pub async fn unblock(&self, stream: &Stream, pool: &WorkerPool) {
         if stream.writable().await.is_err() {
             self.broken.set(true);
             return;
         }
         self.blocked.set(false);
-        self.flush(stream, latency);
+        self.flush(stream, pool);
     }
 
     /// The connection is over: the client reads EOF, and late replies are dropped.
@@ -191,11 +195,23 @@ impl Pending {
     /// Adds a request waiting for `outstanding` replies, with `reserve` bytes set aside for
     /// them; returns its sequence number.
     pub fn push(&self, slot: Slot, outstanding: u16, reserve: usize) -> Seq {
+        self.push_with(slot, outstanding, reserve, None)
+    }
+
+    /// `push`, for a retrieval whose values pass through `values` on their way out.
+    pub fn push_with(
+        &self,
+        slot: Slot,
+        outstanding: u16,
+        reserve: usize,
+        values: Option<Box<Values>>,
+    ) -> Seq {
         let mut entries = self.entries.borrow_mut();
         entries.push_back(Entry {
             outstanding,
             reserved: reserve,
             slot,
+            values,
             decoded: Instant::now(),
         });
         self.reserved.set(self.reserved.get() + reserve);
@@ -304,7 +320,7 @@ impl Pending {
 
     /// Writes every finished request at the head into `out`, in order. Returns true when a
     /// `Close` was reached: nothing after it is written.
-    fn drain_into(&self, out: &mut BytesMut, latency: &Histogram) -> bool {
+    fn drain_into(&self, out: &mut BytesMut, pool: &WorkerPool) -> bool {
         let mut now = None;
         loop {
             let entry = {
@@ -317,46 +333,66 @@ impl Pending {
                 entries.pop_front().expect("front checked")
             };
             self.reserved.set(self.reserved.get() - entry.reserved);
-            latency.observe(entry.decoded, *now.get_or_insert_with(Instant::now));
-            match entry.slot {
-                Slot::Reply(r) => out.put_slice(r.as_deref().unwrap_or(NO_REPLY)),
-                Slot::Meta {
-                    command,
-                    quiet,
-                    reply,
-                    client_key,
-                } => {
-                    let r = reply.as_deref().unwrap_or(NO_REPLY);
-                    if quiet && quiet_hides(command, r) {
-                        continue;
-                    }
-                    match client_key {
-                        Some(key) => put_meta_as(r, &key, out),
-                        None => out.put_slice(r),
-                    }
-                }
-                Slot::FromMeta { key, cas, reply } => {
-                    meta_get_as_classic(reply.as_deref().unwrap_or(NO_REPLY), &key, cas, out)
-                }
-                Slot::AllSay { ok, first_other } => {
-                    out.put_slice(first_other.as_deref().unwrap_or(ok))
-                }
-                Slot::Stats { names, replies } => put_stats_of(&names, &replies, out),
-                Slot::Gather(mut g) => {
-                    g.merge(out);
-                    g.clear();
-                    self.spare.borrow_mut().push(g);
-                }
-                Slot::Close(last) => {
-                    if let Some(line) = last {
-                        out.put_slice(line);
-                    }
-                    // Nothing after a close is answered.
-                    self.entries.borrow_mut().clear();
-                    self.reserved.set(0);
+            pool.stats
+                .latency
+                .observe(entry.decoded, *now.get_or_insert_with(Instant::now));
+            let Some(values) = entry.values else {
+                if self.write_slot(entry.slot, out) {
                     return true;
                 }
+                continue;
+            };
+            let mut raw = self.raw.borrow_mut();
+            self.write_slot(entry.slot, &mut raw);
+            pass_values(&values, &raw, out, pool);
+            if raw.capacity() > KEEP_OUT {
+                *raw = BytesMut::new();
+            } else {
+                raw.clear();
             }
         }
+    }
+
+    /// Writes what `slot` answers into `out`. Returns true for a `Close`: everything after it
+    /// is dropped.
+    fn write_slot(&self, slot: Slot, out: &mut BytesMut) -> bool {
+        match slot {
+            Slot::Reply(r) => out.put_slice(r.as_deref().unwrap_or(NO_REPLY)),
+            Slot::Meta {
+                command,
+                quiet,
+                reply,
+                client_key,
+            } => {
+                let r = reply.as_deref().unwrap_or(NO_REPLY);
+                if quiet && quiet_hides(command, r) {
+                    return false;
+                }
+                match client_key {
+                    Some(key) => put_meta_as(r, &key, out),
+                    None => out.put_slice(r),
+                }
+            }
+            Slot::FromMeta { key, cas, reply } => {
+                meta_get_as_classic(reply.as_deref().unwrap_or(NO_REPLY), &key, cas, out)
+            }
+            Slot::AllSay { ok, first_other } => out.put_slice(first_other.as_deref().unwrap_or(ok)),
+            Slot::Stats { names, replies } => put_stats_of(&names, &replies, out),
+            Slot::Gather(mut g) => {
+                g.merge(out);
+                g.clear();
+                self.spare.borrow_mut().push(g);
+            }
+            Slot::Close(last) => {
+                if let Some(line) = last {
+                    out.put_slice(line);
+                }
+                // Nothing after a close is answered.
+                self.entries.borrow_mut().clear();
+                self.reserved.set(0);
+                return true;
+            }
+        }
+        false
     }
 }

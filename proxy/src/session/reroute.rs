@@ -9,26 +9,27 @@ use bytes::{BufMut, Bytes};
 use super::Session;
 use super::dispatch::send_fragment;
 use crate::memcache::ReplyKind;
-use crate::memcache::lines::NO_SERVER;
 use crate::memcache::request::{placement_key, write_meta_get_as_classic};
-use crate::pool::{ReplySink, Seq, Unsent};
+use crate::pool::{ReplySink, Seq, Unplaced, Unsent};
 
 /// Sends `req`, fragment `frag` of request `seq`, to its key's owner now. A multi-key
 /// retrieval whose keys now live on several servers is split further. Without a live owner the
-/// request gets `NO_SERVER`; a keyless one (a broadcast) gets the failure's error.
+/// request gets `NO_SERVER` (or `PLUGIN_FAILED` when a `fail_closed` plugin failed placing it); a keyless one (a broadcast) gets the failure's error.
 pub(super) fn resend(s: &Rc<Session>, seq: Seq, frag: u16, req: Unsent) {
     let pool = &s.pool;
     let place = |key: &[u8]| pool.place(key).map(|server| server as u16);
+    let failed = |s: &Rc<Session>, why: Unplaced| s.reply(seq, frag, Bytes::from_static(why.line()));
     // A fragment of a split retrieval (its bytes may be part of a joined line): its keys come
     // from the gather.
     let fragment = s.pending.with_gather(seq, |g| {
         g.fragment_keys(frag)
             .map(place)
-            .collect::<Option<Vec<u16>>>()
+            .collect::<Result<Vec<u16>, Unplaced>>()
     });
     if let Some(servers) = fragment {
-        let Some(servers) = servers else {
-            return s.reply(seq, frag, Bytes::from_static(NO_SERVER));
+        let servers = match servers {
+            Ok(servers) => servers,
+            Err(why) => return failed(s, why),
         };
         for (server, f) in s.pending.refragment(seq, frag, None, &servers) {
             send_fragment(s, seq, f, server);
@@ -45,8 +46,9 @@ pub(super) fn resend(s: &Rc<Session>, seq: Seq, frag: u16, req: Unsent) {
             .split(|&b| b == b' ')
             .filter(|k| !k.is_empty())
             .map(place);
-        let Some(servers) = servers.collect::<Option<Vec<u16>>>() else {
-            return s.reply(seq, frag, Bytes::from_static(NO_SERVER));
+        let servers = match servers.collect::<Result<Vec<u16>, Unplaced>>() {
+            Ok(servers) => servers,
+            Err(why) => return failed(s, why),
         };
         let whole = Some((req.bytes.clone(), req.key.range()));
         for (server, f) in s.pending.refragment(seq, frag, whole, &servers) {
@@ -56,8 +58,9 @@ pub(super) fn resend(s: &Rc<Session>, seq: Seq, frag: u16, req: Unsent) {
     }
     let mut scratch = [0u8; 512];
     let key = placement_key(keys, req.key.is_base64(), &mut scratch);
-    let Some(server) = pool.place(key) else {
-        return s.reply(seq, frag, Bytes::from_static(NO_SERVER));
+    let server = match pool.place(key) {
+        Ok(server) => server,
+        Err(why) => return failed(s, why),
     };
     let backend = pool.backend(server, s.id);
     if s.pending.is_from_meta(seq) && !backend.speaks_meta() {

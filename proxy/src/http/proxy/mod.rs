@@ -14,7 +14,7 @@ use super::Worker;
 use super::head::{self, Refusal, RequestHead, ResponseHead};
 use super::path;
 use crate::config::LocationAction;
-use crate::plugin::{HttpEdits, HttpVerdict};
+use super::plugins::{HttpCall, HttpEdits, HttpVerdict};
 use crate::shutdown::Shutdown;
 use crate::timer::Timer;
 
@@ -188,19 +188,22 @@ impl Session<'_> {
         if w.plugins.borrow().runs_http(location) {
             // Plugins see the path the location was chosen by (nginx's `$uri`).
             let method = std::str::from_utf8(&hb[h.method.clone()]).unwrap_or("");
-            let verdict = w.plugins.borrow_mut().http(
+            let call = HttpCall {
                 location,
                 method,
                 path,
-                &hb[h.query.clone()],
-                || {
+                query: &hb[h.query.clone()],
+                headers: || {
                     h.headers
                         .iter()
                         .map(|(n, v)| (&hb[n.clone()], &hb[v.clone()]))
                 },
-                &mut self.edits,
-                &w.stats,
-            );
+                underscores: w.shared.config.underscores_in_headers,
+            };
+            let verdict = w
+                .plugins
+                .borrow_mut()
+                .http(&call, &mut self.edits, &w.stats);
             match verdict {
                 HttpVerdict::Continue => {}
                 HttpVerdict::Respond {
