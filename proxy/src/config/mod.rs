@@ -7,14 +7,19 @@ use std::time::Duration;
 use crate::hash::HashKind;
 use crate::ring::Distribution;
 
+pub use depth::MAX_DEPTH;
+pub use file::MAX_SIZE;
 pub use http::{
     HttpPool, Location, LocationAction, LocationMatch, LocationRegex, MAX_SERVERS, RegexGaveUp,
     Upstream, UpstreamServer, is_redirect,
 };
 pub use template::{KeySource, KeyTemplate};
 
+mod depth;
+mod file;
 mod http;
 mod lines;
+mod marks;
 mod plugins;
 mod raw;
 mod template;
@@ -156,12 +161,9 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and validates `path`.
+    /// Reads (at most `MAX_SIZE` bytes) and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = file::read(path)?;
         Config::parse(&text, path)
     }
 
@@ -172,6 +174,14 @@ impl Config {
             line: err.line,
             message: err.message,
         };
+        if let Some(line) = depth::too_deep(text) {
+            return Err(invalid(raw::Located {
+                line,
+                message: format!(
+                    "[ ] and {{ }} nest more than {MAX_DEPTH} deep here; walnut refuses deeper nesting"
+                ),
+            }));
+        }
         let doc = raw::read(text).map_err(invalid)?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
         let (pools, http) = validate::pools(&doc, base_dir).map_err(invalid)?;
