@@ -191,6 +191,17 @@ impl Session<'_> {
                         conn.buf.advance(len);
                         continue;
                     }
+                    Ok(Some(_)) if self.resp.status == 101 => {
+                        // walnut never passes `Upgrade` on, so no switch was asked for (RFC 9110
+                        // 15.2.2): the connection now speaks something else. It is closed, and
+                        // the client is not handed a protocol it did not ask for.
+                        tracing::warn!(pool = %cfg.name, server = %server.text, "upstream answered 101 Switching Protocols to a request without Upgrade");
+                        w.balancers.borrow_mut()[u].failed(i, now_ms());
+                        return Outcome::Answer {
+                            status: 502,
+                            close: false,
+                        };
+                    }
                     Ok(Some(len)) => break len,
                     Ok(None) => {}
                     Err(e) => {
