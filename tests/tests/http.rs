@@ -525,3 +525,43 @@ fn plugins_rewrite_path_and_headers_and_choose_the_server() {
     }
     assert_eq!(seen.len(), 3);
 }
+
+#[test]
+fn status_lines_without_a_reason_or_with_bytes_past_ascii_are_relayed() {
+    // httparse hands these reasons back as a static "" outside the read buffer; walnut once
+    // took its place for an offset into the buffer, and its worker died on the answer.
+    let lines: [&[u8]; 3] = [
+        b"HTTP/1.1 200\r\n",
+        b"HTTP/1.1 200 Ok\xe9\r\n",
+        b"HTTP/1.0 200\n",
+    ];
+    let backend = walnut_tests::FakeBackend::start(move |stream, _| {
+        let mut r = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut w = stream;
+        while let Some(head) = walnut_tests::read_head(&mut r) {
+            let n: usize = head[5..6].parse().unwrap_or(0);
+            let mut reply = lines[n % 3].to_vec();
+            reply.extend_from_slice(b"Content-Length: 2\r\n\r\nok");
+            if w.write_all(&reply).is_err() {
+                return;
+            }
+        }
+    });
+    let config = format!(
+        "web:\n  protocol: http\n  listen: {{listen}}\n  upstreams:\n    b:\n      servers: [\"{}\"]\n      keepalive: 4\n  locations:\n    - match: /\n      proxy_pass: b\n",
+        backend.addr
+    );
+    // One worker: had it died, nothing would answer the next request.
+    let proxy = Proxy::walnut_with(&config, &["-w", "1"]);
+    for round in 0..2 {
+        let mut c = HttpClient::connect(proxy.addr);
+        for n in 0..3 {
+            let r = c.get(&format!("/{n}"));
+            assert_eq!(
+                (r.status, r.text()),
+                (200, "ok".to_owned()),
+                "round {round}, line {n}"
+            );
+        }
+    }
+}
