@@ -167,11 +167,19 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// `parse`, taking hosts only as IP addresses or `localhost` and never asking the system's
+    /// resolver: for checking arbitrary text (the fuzzer) without sending DNS queries.
+    pub fn parse_offline(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        validate::offline(|| Config::parse(text, path))
+    }
+
     /// Parses and validates `text`, read from `path` (used in messages).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        // libyaml places an error met at the end of the text on the line after the last one.
+        let last = lines_in(text);
         let invalid = |err: raw::Located| ConfigError::Invalid {
             path: path.to_path_buf(),
-            line: err.line,
+            line: err.line.clamp(1, last),
             message: err.message,
         };
         if let Some(line) = depth::too_deep(text) {
@@ -191,6 +199,23 @@ impl Config {
             http,
         })
     }
+}
+
+/// How many lines `text` has, as libyaml counts line breaks (a lone CR, NEL, LS and PS too);
+/// a break at the very end starts no line.
+fn lines_in(text: &str) -> usize {
+    let mut breaks = 0;
+    let mut ends_broken = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        ends_broken = match c {
+            '\r' if chars.peek() == Some(&'\n') => continue,
+            '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => true,
+            _ => false,
+        };
+        breaks += usize::from(ends_broken);
+    }
+    (breaks + usize::from(!ends_broken)).max(1)
 }
 
 impl ServerSpec {
