@@ -75,6 +75,11 @@ fn read(
     };
     let at = |s: &[u8]| super::range_in(buf, s);
     head.status = resp.code.ok_or(BadResponse)?;
+    // httparse takes any three digits; `000` or `099` would go on as a status line no client
+    // reads (`HTTP/1.1 0 ...`).
+    if head.status < 100 {
+        return Err(BadResponse);
+    }
     // httparse gives a reason phrase that is missing, or holds bytes past ASCII, as a static
     // `""` that is not within `buf`: it is then empty here.
     head.reason = at(resp.reason.unwrap_or("").as_bytes());
@@ -143,6 +148,14 @@ mod tests {
         let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
         parse_response(r, false, &mut h).unwrap();
         assert_eq!((h.framing, h.reusable), (Some(Framing::Chunked), false));
+    }
+
+    #[test]
+    fn a_status_below_100_is_refused() {
+        let mut h = ResponseHead::default();
+        for r in [&b"HTTP/1.1 000 O\r\n\r\n"[..], b"HTTP/1.1 099 x\r\n\r\n"] {
+            assert_eq!(parse_response(r, false, &mut h), Err(BadResponse));
+        }
     }
 
     #[test]
