@@ -188,8 +188,10 @@ pub fn raise_fd_limit() -> Result<u64, String> {
 
 /// How often the memory given back is checked.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
-/// How much more freed memory than at the last look makes a trim worth it.
-const TRIM_AT: u64 = 16 << 20;
+/// How much more freed memory than at the last look makes a trim worth it: little enough that
+/// what a burst leaves behind comes back; a trim that finds little to give costs a walk of the
+/// free lists and a few madvise calls.
+const TRIM_AT: u64 = 4 << 20;
 
 /// Starts a thread that gives memory freed by walnut back to the operating system.
 ///
@@ -198,7 +200,7 @@ const TRIM_AT: u64 = 16 << 20;
 /// free but scattered, and walnut's resident size would stay at the burst's peak (measured:
 /// 10,000 HTTP connections that each made a request left 100 MiB resident after they closed).
 /// Once a second this thread compares the resident size with what the allocator has handed
-/// out (`mallinfo2`); when the difference, memory held but free, has grown by 16 MiB since the
+/// out (`mallinfo2`); when the difference, memory held but free, has grown by 4 MiB since the
 /// last look, `malloc_trim` releases the free pages of every arena. A steady load pays a
 /// `/proc` read and a walk of the allocator's free lists each second, and never a trim.
 pub fn give_back_freed_memory() -> Result<(), String> {
