@@ -565,3 +565,33 @@ fn status_lines_without_a_reason_or_with_bytes_past_ascii_are_relayed() {
         }
     }
 }
+
+#[test]
+fn bytes_left_by_a_closed_connection_never_reach_the_next_one() {
+    // One worker, so the next connection takes the buffers the last one gave back.
+    let proxy = Proxy::walnut_with(
+        "web:\n  protocol: http\n  listen: {listen}\n  locations:\n    - match: = /ok\n      return: \"200 ok\"\n    - match: /\n      return: \"404 no\"\n",
+        &["-w", "1"],
+    );
+    for round in 0..20 {
+        // A head cut short, or a pipelined request after one that closes the connection.
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        if round % 2 == 0 {
+            s.write_all(b"GET /stale HTTP/1.1\r\nHost: x\r\nX-Half: ")
+                .unwrap();
+        } else {
+            s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /stale HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer);
+        }
+        drop(s);
+        let mut c = HttpClient::connect(proxy.addr);
+        let r = c.get("/ok");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "ok".to_owned()),
+            "round {round}"
+        );
+    }
+}

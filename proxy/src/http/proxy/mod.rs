@@ -105,8 +105,10 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
                 _ => break,
             }
         }
-        s.ws.buf.clear();
     }
+    // What the client sent and nobody will read (a head cut short, pipelined requests after
+    // the last answered one) is dropped with the connection.
+    s.ws.buf.clear();
     s.release();
 }
 
@@ -119,10 +121,10 @@ impl Session<'_> {
         }
     }
 
-    /// Gives the workspace back to the worker (only with nothing buffered in it).
+    /// Gives the workspace back to the worker: between requests with nothing buffered, or
+    /// when the connection ends (`Spares::put` empties its read buffers either way).
     fn release(&mut self) {
         if self.held {
-            debug_assert!(self.ws.buf.is_empty());
             self.w
                 .spares
                 .borrow_mut()

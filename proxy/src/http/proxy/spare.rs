@@ -66,9 +66,12 @@ impl Spares {
         self.0.pop().unwrap_or_default()
     }
 
-    /// Takes `ws` back for a later request, unless enough are kept or it grew too big.
-    pub(super) fn put(&mut self, ws: Workspace) {
+    /// Takes `ws` back for a later request, unless enough are kept or it grew too big. Nothing
+    /// read for one connection may reach another: its read buffers are emptied.
+    pub(super) fn put(&mut self, mut ws: Workspace) {
         if self.0.len() < MAX_SPARES && !ws.oversized() {
+            ws.buf.clear();
+            ws.up.clear();
             self.0.push(ws);
         }
     }
@@ -104,6 +107,13 @@ mod tests {
         huge.head_bytes.reserve(MAX_KEPT + 1);
         spares.put(huge);
         assert!(spares.is_empty(), "a spike's buffers are freed");
+        let mut stale = Workspace::default();
+        stale.buf.extend_from_slice(b"GET /half");
+        spares.put(stale);
+        assert!(
+            spares.take().buf.is_empty(),
+            "no byte passes to another connection"
+        );
         for _ in 0..MAX_SPARES + 10 {
             spares.put(Workspace::default());
         }
