@@ -529,7 +529,7 @@ fn plugins_rewrite_path_and_headers_and_choose_the_server() {
 #[test]
 fn status_lines_without_a_reason_or_with_bytes_past_ascii_are_relayed() {
     // httparse hands these reasons back as a static "" outside the read buffer; walnut once
-    // took its place for an offset into the buffer, and its worker died on the answer.
+    // took its place for an offset into the buffer, and the connection's task panicked.
     let lines: [&[u8]; 3] = [
         b"HTTP/1.1 200\r\n",
         b"HTTP/1.1 200 Ok\xe9\r\n",
@@ -551,7 +551,7 @@ fn status_lines_without_a_reason_or_with_bytes_past_ascii_are_relayed() {
         "web:\n  protocol: http\n  listen: {{listen}}\n  upstreams:\n    b:\n      servers: [\"{}\"]\n      keepalive: 4\n  locations:\n    - match: /\n      proxy_pass: b\n",
         backend.addr
     );
-    // One worker: had it died, nothing would answer the next request.
+    // One worker, with kept-alive upstream connections: every answer must come back whole.
     let proxy = Proxy::walnut_with(&config, &["-w", "1"]);
     for round in 0..2 {
         let mut c = HttpClient::connect(proxy.addr);
