@@ -2,7 +2,8 @@
 //!
 //! Where to start reading (dependencies run down this list, never up):
 //! - [`server`]: listeners, one accept loop for both protocols, worker threads and shutdown;
-//!   [`process`]: signals, daemon, pid file and logs (every `unsafe` is there); [`shutdown`].
+//!   [`process`]: signals, daemon, pid file, logs, the open-file limit and giving freed memory
+//!   back (every `unsafe` is there); [`shutdown`].
 //! - [`session`]: one memcached client connection: decode, filter, route, answer in order.
 //! - [`http`]: the HTTP reverse proxy (`protocol: http` pools).
 //! - [`pool`]: a memcached pool's servers: where a key goes ([`pool::WorkerPool::place`]), the

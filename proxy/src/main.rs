@@ -62,6 +62,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args, loaded: walnut::plugin::Loaded) -> Result<(), String> {
     process::block_stop_signals()?;
+    let files = process::raise_fd_limit();
     let workers = args
         .workers
         .map(usize::from)
@@ -89,6 +90,11 @@ fn run(args: Args, loaded: walnut::plugin::Loaded) -> Result<(), String> {
         conf = %args.conf_file.display(),
         "walnut started"
     );
+    match files {
+        Ok(n) => tracing::info!(limit = n, "open files"),
+        Err(e) => tracing::warn!("{e}"),
+    }
+    process::give_back_freed_memory()?;
     let (stop, shutdown) = Shutdown::new();
     let stats_thread = walnut::admin::spawn(
         stats_listener,

@@ -299,7 +299,11 @@ impl Registry {
                 let _ = write!(out, ", {}:{v}", json_string(&format!("{prefix}{field}")));
             }
             let hook_us = self.hook_latency(p, i).sum_ns / 1000;
-            let _ = write!(out, ", {}:{hook_us}", json_string(&format!("{prefix}hook_us")));
+            let _ = write!(
+                out,
+                ", {}:{hook_us}",
+                json_string(&format!("{prefix}hook_us"))
+            );
         }
     }
 

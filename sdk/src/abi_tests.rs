@@ -74,7 +74,10 @@ fn values_round_trip() {
     );
     let appended = crate::rt::decode_value(&buf).expect("decodes");
     assert_eq!(appended.mode(), Some(crate::StoreMode::Append));
-    assert_eq!(appended.meta_flags().collect::<Vec<_>>(), [&b"MA"[..], b"q"]);
+    assert_eq!(
+        appended.meta_flags().collect::<Vec<_>>(),
+        [&b"MA"[..], b"q"]
+    );
     let mut answer = Vec::new();
     encode_new_value(&mut answer, 9, &data);
     assert_eq!(decode_new_value(&answer), Some((9, &data[..])));

@@ -141,7 +141,11 @@ mod tests {
 
     #[test]
     fn modes_of_classic_and_meta_storage() {
-        let mode = |command, flags: &str| Value::new(command, "k", 0, "v").with_meta_flags(flags).mode();
+        let mode = |command, flags: &str| {
+            Value::new(command, "k", 0, "v")
+                .with_meta_flags(flags)
+                .mode()
+        };
         assert_eq!(mode(Command::Prepend, ""), Some(StoreMode::Prepend));
         assert_eq!(mode(Command::MetaSet, "T30 F5"), Some(StoreMode::Set));
         assert_eq!(mode(Command::MetaSet, "MA"), Some(StoreMode::Append));

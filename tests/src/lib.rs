@@ -184,3 +184,25 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Raises this process's open-file limit to its hard limit, and fails saying what to do when
+/// that is below `need` (the tests that open thousands of connections need it).
+pub fn raise_fd_limit(need: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we own.
+    let ok = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    assert!(ok, "cannot raise the open-file limit");
+    assert!(
+        limit.rlim_max >= need,
+        "this test opens {need} files and sockets, but the hard open-file limit is {}: raise it (`ulimit -Hn {need}` as root, or LimitNOFILE=)",
+        limit.rlim_max
+    );
+}

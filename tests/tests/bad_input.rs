@@ -157,6 +157,24 @@ fn malformed_lines_get_client_error_mid_pipeline() {
         (b"mg\r\n".to_vec(), b"ERROR\r\n"),
         (b"me\r\n".to_vec(), BAD_FORMAT),
         (b"ms a\r\n".to_vec(), BAD_FORMAT),
+        // A meta flag given twice. Passed on, `mg k v q q` would reach the server as a quiet
+        // `mg k v q` whose silent miss shifts every later reply on that server connection.
+        (
+            b"mg nokey v q q\r\n".to_vec(),
+            b"CLIENT_ERROR duplicate flag\r\n",
+        ),
+        (
+            b"mg a T1 v T2\r\n".to_vec(),
+            b"CLIENT_ERROR duplicate flag\r\n",
+        ),
+        (
+            b"md nokey q q\r\n".to_vec(),
+            b"CLIENT_ERROR invalid or duplicate flag\r\n",
+        ),
+        (
+            b"ma nokey q N0 q\r\n".to_vec(),
+            b"CLIENT_ERROR invalid or duplicate flag\r\n",
+        ),
         (
             b"delete a 10\r\n".to_vec(),
             b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
@@ -392,6 +410,7 @@ fn a_refused_meta_set_swallows_its_data_block() {
     let cases = [
         format!("ms {} {} ?\r\n{data}\r\n", keys[0], data.len()),
         format!("ms !!!! {} b\r\n{data}\r\n", data.len()),
+        format!("ms {} {} q T1 q\r\n{data}\r\n", keys[0], data.len()),
     ];
     for bad in cases {
         c.send(format!("{bad}get {victim}\r\nmn\r\n").as_bytes());

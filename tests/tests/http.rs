@@ -525,3 +525,73 @@ fn plugins_rewrite_path_and_headers_and_choose_the_server() {
     }
     assert_eq!(seen.len(), 3);
 }
+
+#[test]
+fn status_lines_without_a_reason_or_with_bytes_past_ascii_are_relayed() {
+    // httparse hands these reasons back as a static "" outside the read buffer; walnut once
+    // took its place for an offset into the buffer, and the connection's task panicked.
+    let lines: [&[u8]; 3] = [
+        b"HTTP/1.1 200\r\n",
+        b"HTTP/1.1 200 Ok\xe9\r\n",
+        b"HTTP/1.0 200\n",
+    ];
+    let backend = walnut_tests::FakeBackend::start(move |stream, _| {
+        let mut r = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut w = stream;
+        while let Some(head) = walnut_tests::read_head(&mut r) {
+            let n: usize = head[5..6].parse().unwrap_or(0);
+            let mut reply = lines[n % 3].to_vec();
+            reply.extend_from_slice(b"Content-Length: 2\r\n\r\nok");
+            if w.write_all(&reply).is_err() {
+                return;
+            }
+        }
+    });
+    let config = format!(
+        "web:\n  protocol: http\n  listen: {{listen}}\n  upstreams:\n    b:\n      servers: [\"{}\"]\n      keepalive: 4\n  locations:\n    - match: /\n      proxy_pass: b\n",
+        backend.addr
+    );
+    // One worker, with kept-alive upstream connections: every answer must come back whole.
+    let proxy = Proxy::walnut_with(&config, &["-w", "1"]);
+    for round in 0..2 {
+        let mut c = HttpClient::connect(proxy.addr);
+        for n in 0..3 {
+            let r = c.get(&format!("/{n}"));
+            assert_eq!(
+                (r.status, r.text()),
+                (200, "ok".to_owned()),
+                "round {round}, line {n}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bytes_left_by_a_closed_connection_never_reach_the_next_one() {
+    // One worker, so the next connection takes the buffers the last one gave back.
+    let proxy = Proxy::walnut_with(
+        "web:\n  protocol: http\n  listen: {listen}\n  locations:\n    - match: = /ok\n      return: \"200 ok\"\n    - match: /\n      return: \"404 no\"\n",
+        &["-w", "1"],
+    );
+    for round in 0..20 {
+        // A head cut short, or a pipelined request after one that closes the connection.
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        if round % 2 == 0 {
+            s.write_all(b"GET /stale HTTP/1.1\r\nHost: x\r\nX-Half: ")
+                .unwrap();
+        } else {
+            s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /stale HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer);
+        }
+        drop(s);
+        let mut c = HttpClient::connect(proxy.addr);
+        let r = c.get("/ok");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "ok".to_owned()),
+            "round {round}"
+        );
+    }
+}

@@ -338,3 +338,100 @@ fn a_client_that_leaves_while_its_request_waits_closes_the_upstream_try_as_in_ng
         );
     }
 }
+
+/// Answers every request with `101 Switching Protocols` and bytes of another protocol, though
+/// nobody asked for an upgrade; a request that comes after on the same connection (a proxy
+/// that took the connection back for reuse) gets `200 reused`. A connection silent for 3 s is
+/// closed.
+fn switching_backend(seen: Seen) -> FakeBackend {
+    FakeBackend::start(move |stream, n| {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let mut r = BufReader::new(stream.try_clone().unwrap());
+        let mut w = stream;
+        let mut answered = 0;
+        while let Some(head) = read_head(&mut r) {
+            seen.lock()
+                .unwrap()
+                .push(format!("{} conn={n}", first_line(&head)));
+            let reply: &[u8] = if answered == 0 {
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05frame"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nreused"
+            };
+            answered += 1;
+            if w.write_all(reply).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Everything the proxy sends on one connection after `GET /ws`, until it closes it.
+fn raw_answer(addr: SocketAddr) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    all
+}
+
+#[test]
+fn an_unasked_101_is_a_502_and_its_connection_is_never_reused_where_nginx_relays_it() {
+    let (sw, sn): (Seen, Seen) = Default::default();
+    let (bw, bn) = (switching_backend(sw.clone()), switching_backend(sn.clone()));
+    let walnut = format!(
+        "web:\n  protocol: http\n  listen: {{listen}}\n  upstreams:\n    s:\n      servers: [\"{}\"]\n      keepalive: 8\n  locations:\n    - match: /\n      proxy_pass: s\n",
+        bw.addr
+    );
+    let nginx_http = format!("upstream s {{ server {}; keepalive 8; }}", bn.addr);
+    let nginx_server = "location / { proxy_pass http://s; proxy_http_version 1.1; proxy_set_header Connection \"\"; }";
+    let pair = SideBySide::start(&walnut, &nginx_http, nginx_server);
+    // walnut: 502, and the client's connection goes on; each request gets a new upstream
+    // connection, so no request is ever answered on one that switched protocols.
+    let mut c = HttpClient::connect(pair.walnut.addr);
+    for path in ["/ws", "/again", "/third"] {
+        let r = c.get(path);
+        assert_eq!(
+            (r.status, r.text()),
+            (502, "502 Bad Gateway\n".to_owned()),
+            "{path}"
+        );
+    }
+    let seen = sw.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "GET /ws HTTP/1.1 conn=0",
+            "GET /again HTTP/1.1 conn=1",
+            "GET /third HTTP/1.1 conn=2"
+        ],
+        "walnut"
+    );
+    assert!(
+        !String::from_utf8_lossy(&raw_answer(pair.walnut.addr)).contains("frame"),
+        "walnut passed on bytes of the other protocol"
+    );
+    // nginx 1.22 relays the 101 head, then the other protocol's bytes as a body read until
+    // the upstream closes, and closes the client connection; it does not reuse the upstream
+    // connection either.
+    let answer = raw_answer(pair.nginx.addr());
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 101 Switching Protocols\r\n")
+            && answer.ends_with(b"\x81\x05frame"),
+        "nginx: {text:?}"
+    );
+    let mut n = HttpClient::connect(pair.nginx.addr());
+    n.send(b"GET /again HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    assert_eq!(n.read_response(false).status, 101, "nginx");
+    let seen = sn.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .all(|l| !l.contains("conn=0") || l.starts_with("GET /ws ")),
+        "nginx reused the connection: {seen:?}"
+    );
+}

@@ -55,10 +55,16 @@ fn a_rewritten_key_memcached_cannot_take_never_reaches_it() {
     assert_eq!(stat(&m, "cmd_set"), sets, "nothing was stored");
     assert_eq!(m.client().get(b"canary").as_deref(), Some(&b"c"[..]));
     let log = walnut.log();
-    assert!(log.contains("rewrote a key into one memcached cannot take"), "{log}");
+    assert!(
+        log.contains("rewrote a key into one memcached cannot take"),
+        "{log}"
+    );
     // A base64 key may be any bytes: the same rewrite is a binary key, sent encoded.
     let key = b64(b"badkey");
-    assert_eq!(c.call(format!("ms {key} 1 b\r\ny\r\n").as_bytes()), "HD\r\n");
+    assert_eq!(
+        c.call(format!("ms {key} 1 b\r\ny\r\n").as_bytes()),
+        "HD\r\n"
+    );
     let stored = b64(b"bad key\r\nflush_all");
     assert_eq!(
         m.client().call(format!("mg {stored} b v\r\n").as_bytes()),
@@ -80,11 +86,17 @@ fn a_base64_key_is_rewritten_decoded_and_sent_encoded() {
     let mut c = walnut.client();
     // A printable key: memcached stores t1/plain, readable classically.
     let plain = b64(b"tenant1:plain");
-    assert_eq!(c.call(format!("ms {plain} 2 b\r\nhi\r\n").as_bytes()), "HD\r\n");
+    assert_eq!(
+        c.call(format!("ms {plain} 2 b\r\nhi\r\n").as_bytes()),
+        "HD\r\n"
+    );
     assert_eq!(m.client().get(b"t1/plain").as_deref(), Some(&b"hi"[..]));
     // A binary key: stored under its rewritten bytes.
     let binary = b64(b"tenant1:\x00\xff\r\n");
-    assert_eq!(c.call(format!("ms {binary} 3 b\r\nbin\r\n").as_bytes()), "HD\r\n");
+    assert_eq!(
+        c.call(format!("ms {binary} 3 b\r\nbin\r\n").as_bytes()),
+        "HD\r\n"
+    );
     let stored = b64(b"t1/\x00\xff\r\n");
     assert_eq!(
         m.client().call(format!("mg {stored} b v\r\n").as_bytes()),
@@ -141,7 +153,10 @@ fn a_plugins_panic_message_log_lines_and_clocks_reach_walnut() {
     let words: Vec<&str> = reply.trim_end().split(' ').collect();
     assert_eq!(words[..2], ["CLIENT_ERROR", "now"], "{reply}");
     let wall: u64 = words[2].parse().expect("seconds");
-    assert!(wall.abs_diff(now) < 60, "the plugin's wall clock {wall} is now ({now})");
+    assert!(
+        wall.abs_diff(now) < 60,
+        "the plugin's wall clock {wall} is now ({now})"
+    );
     let _monotonic: u64 = words[3].parse().expect("nanoseconds");
     let log = walnut.log();
     let line = |needle: &str| {
@@ -152,9 +167,15 @@ fn a_plugins_panic_message_log_lines_and_clocks_reach_walnut() {
     };
     // The panic's own words, in the line that reports the fault.
     let fault = line("asked to trap by trap:42");
-    assert!(fault.contains("misbehave.wasm") && fault.contains("panicked at"), "{fault}\n{log}");
+    assert!(
+        fault.contains("misbehave.wasm") && fault.contains("panicked at"),
+        "{fault}\n{log}"
+    );
     // The plugin's log line, with its name and its pool.
     let logged = line("misbehave saw log:7");
-    assert!(logged.contains("misbehave.wasm") && logged.contains("alpha"), "{logged}");
+    assert!(
+        logged.contains("misbehave.wasm") && logged.contains("alpha"),
+        "{logged}"
+    );
     assert!(logged.contains("INFO"), "{logged}");
 }

@@ -113,14 +113,19 @@ fn compressed_values_read_back_as_written_through_every_retrieval() {
             let mut next = data.clone();
             next.extend_from_slice(b" and more");
             assert_eq!(
-                c.call(&storage_request("cas", &key, flags, &next, &cas.to_string())),
+                c.call(&storage_request(
+                    "cas",
+                    &key,
+                    flags,
+                    &next,
+                    &cas.to_string()
+                )),
                 "STORED\r\n",
                 "cas {key}"
             );
             assert_eq!(c.get(key.as_bytes()).as_deref(), Some(&next[..]), "{key}");
             // mg with and without f: the value as written, flags shown only when asked.
-            let (tokens, got) =
-                meta_hit(&c.call_raw(format!("mg {key} v f k\r\n").as_bytes()));
+            let (tokens, got) = meta_hit(&c.call_raw(format!("mg {key} v f k\r\n").as_bytes()));
             assert_eq!(got, next, "mg {key}");
             assert!(tokens.contains(&format!("f{flags}")), "{tokens:?}");
             assert!(tokens.contains(&format!("k{key}")), "{tokens:?}");
@@ -222,7 +227,10 @@ fn a_value_hook_that_fails_is_contained_by_its_policy_and_counted() {
     let stats = closed.stats_json();
     let counter = |name: &str| -> u64 {
         let key = format!("\"plugin:pool:compress.wasm:{name}\":");
-        let at = stats.find(&key).unwrap_or_else(|| panic!("{key} in {stats}")) + key.len();
+        let at = stats
+            .find(&key)
+            .unwrap_or_else(|| panic!("{key} in {stats}"))
+            + key.len();
         stats[at..]
             .split(|c: char| !c.is_ascii_digit())
             .next()
@@ -232,7 +240,11 @@ fn a_value_hook_that_fails_is_contained_by_its_policy_and_counted() {
     // Three failed calls (junk, junk2, mg junk) and at least the good value's store and reads.
     assert_eq!(counter("fault_trap"), 3, "{stats}");
     assert!(counter("calls") >= 6, "{stats}");
-    assert_eq!(counter("rewrites"), 3, "one store and two reads of good: {stats}");
+    assert_eq!(
+        counter("rewrites"),
+        3,
+        "one store and two reads of good: {stats}"
+    );
     assert_eq!(counter("rejects"), 0);
     // fail_open: the value passes as memcached holds it.
     let open = compress_pool(&m, "fail_open");

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::http::Response;
 use super::{Site, View};
-use crate::config::LocationAction;
 use crate::config::KeySource;
+use crate::config::LocationAction;
 use crate::http::balance::now_ms;
 use crate::http::plugins::{HttpCall, HttpEdits, HttpVerdict};
 use crate::plugin::PoolPlugins;

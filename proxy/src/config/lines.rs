@@ -1,13 +1,19 @@
 //! Finds the line of each key and server entry: a quick scan of the text, trusted only where
 //! each line holding something is exactly the next node, read on its own to the same text.
 //!
-//! Where that fails (multi-line values, flow style...), the pools' names are located exactly,
-//! then each pool is matched on its own, and only the nodes of a pool that still does not match
-//! are located one by one, which costs a parse of the file each.
+//! Where that fails (multi-line values, flow style, JSON...), a second YAML parser that tells
+//! places reads the file once ([`super::marks`]). Where even that does not name the same nodes,
+//! the pools' names are located exactly, then each pool is matched on its own, and only the
+//! nodes of a pool that still does not match are located one by one, which costs a parse of the
+//! file each: at most `MAX_LOCATES` of them, so that a large file cannot take quadratic time.
+//! Past that budget a node is given the line of the node before it.
 
 use std::collections::BTreeMap;
 
 use serde::de::IgnoredAny;
+
+/// The most nodes located the slow way (a parse of the file each) in one file.
+const MAX_LOCATES: usize = 32;
 
 /// A key (pool name or pool key) or a `servers:` entry; nodes are numbered in file order.
 #[derive(Debug)]
@@ -39,17 +45,37 @@ pub(super) fn lines(
     starts: &[usize],
     locate: impl Fn(usize) -> usize,
 ) -> Vec<usize> {
-    let Some(content) = content_lines(text) else {
-        return (0..nodes.len()).map(&locate).collect();
-    };
-    if let Some(lines) = match_lines(&content, nodes) {
+    let content = content_lines(text);
+    if let Some(lines) = content.as_deref().and_then(|c| match_lines(c, nodes)) {
         return lines;
     }
+    if let Some(lines) = super::marks::lines(text, nodes) {
+        return lines;
+    }
+    let mut budget = MAX_LOCATES;
+    let mut lines = vec![0; nodes.len()];
+    let mut locate = |node: usize, lines: &[usize]| {
+        if budget == 0 {
+            return lines[..node]
+                .iter()
+                .rev()
+                .copied()
+                .find(|&l| l > 0)
+                .unwrap_or(1);
+        }
+        budget -= 1;
+        locate(node)
+    };
+    let Some(content) = content else {
+        for node in 0..nodes.len() {
+            lines[node] = locate(node, &lines);
+        }
+        return lines;
+    };
     // Somewhere a node is not alone on its line. Locating the pools' names, then matching pool
     // by pool, keeps the slow way to the pools written in an unusual way.
-    let mut lines = vec![0; nodes.len()];
     for &start in starts {
-        lines[start] = locate(start);
+        lines[start] = locate(start, &lines);
     }
     for (index, &start) in starts.iter().enumerate() {
         let end = starts.get(index + 1).copied().unwrap_or(nodes.len());
@@ -62,7 +88,11 @@ pub(super) fn lines(
         let region: Vec<(usize, &str)> = below.copied().collect();
         match match_lines(&region, &nodes[start + 1..end]) {
             Some(found) => lines[start + 1..end].copy_from_slice(&found),
-            None => (start + 1..end).for_each(|node| lines[node] = locate(node)),
+            None => {
+                for node in start + 1..end {
+                    lines[node] = locate(node, &lines);
+                }
+            }
         }
     }
     lines

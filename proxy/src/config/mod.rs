@@ -7,14 +7,19 @@ use std::time::Duration;
 use crate::hash::HashKind;
 use crate::ring::Distribution;
 
+pub use depth::MAX_DEPTH;
+pub use file::MAX_SIZE;
 pub use http::{
     HttpPool, Location, LocationAction, LocationMatch, LocationRegex, MAX_SERVERS, RegexGaveUp,
     Upstream, UpstreamServer, is_redirect,
 };
 pub use template::{KeySource, KeyTemplate};
 
+mod depth;
+mod file;
 mod http;
 mod lines;
+mod marks;
 mod plugins;
 mod raw;
 mod template;
@@ -159,22 +164,35 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and validates `path`.
+    /// Reads (at most `MAX_SIZE` bytes) and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = file::read(path)?;
         Config::parse(&text, path)
+    }
+
+    /// `parse`, taking hosts only as IP addresses or `localhost` and never asking the system's
+    /// resolver: for checking arbitrary text (the fuzzer) without sending DNS queries.
+    pub fn parse_offline(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        validate::offline(|| Config::parse(text, path))
     }
 
     /// Parses and validates `text`, read from `path` (used in messages).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        // libyaml places an error met at the end of the text on the line after the last one.
+        let last = lines_in(text);
         let invalid = |err: raw::Located| ConfigError::Invalid {
             path: path.to_path_buf(),
-            line: err.line,
+            line: err.line.clamp(1, last),
             message: err.message,
         };
+        if let Some(line) = depth::too_deep(text) {
+            return Err(invalid(raw::Located {
+                line,
+                message: format!(
+                    "[ ] and {{ }} nest more than {MAX_DEPTH} deep here; walnut refuses deeper nesting"
+                ),
+            }));
+        }
         let doc = raw::read(text).map_err(invalid)?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
         let (pools, http) = validate::pools(&doc, base_dir).map_err(invalid)?;
@@ -184,6 +202,23 @@ impl Config {
             http,
         })
     }
+}
+
+/// How many lines `text` has, as libyaml counts line breaks (a lone CR, NEL, LS and PS too);
+/// a break at the very end starts no line.
+fn lines_in(text: &str) -> usize {
+    let mut breaks = 0;
+    let mut ends_broken = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        ends_broken = match c {
+            '\r' if chars.peek() == Some(&'\n') => continue,
+            '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => true,
+            _ => false,
+        };
+        breaks += usize::from(ends_broken);
+    }
+    (breaks + usize::from(!ends_broken)).max(1)
 }
 
 impl ServerSpec {

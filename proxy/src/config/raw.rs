@@ -4,8 +4,9 @@
 //! `1.50`, `0x10` is not 16.
 //!
 //! serde_yaml tells where a node is only in an error, so `locate` reads the file again and fails
-//! on purpose at the node asked for: exact, but a parse per node. `lines` needs it only where its
-//! quick scan cannot follow the text.
+//! on purpose at the node asked for: exact, but a parse per node. `lines` needs it only where
+//! neither its quick scan nor a second, linear reading can follow the text, and a bounded
+//! number of times.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -477,6 +478,60 @@ mod tests {
         ] {
             assert!(!agree(&text), "scanned quickly:\n{text}");
         }
+    }
+
+    /// The nodes serde_yaml reads in `text`, the pools' first nodes, and every node's exact line.
+    fn nodes_of(text: &str) -> (Vec<Node>, Vec<usize>, Vec<usize>) {
+        let walk = Walk::new(None);
+        let tree = (Root { walk: &walk })
+            .deserialize(serde_yaml::Deserializer::from_str(text))
+            .unwrap();
+        let nodes = walk.nodes.into_inner();
+        let starts = tree.iter().map(|pool| pool.node).collect();
+        let exact = (0..nodes.len())
+            .map(|node| locate(text, node).unwrap())
+            .collect();
+        (nodes, starts, exact)
+    }
+
+    #[test]
+    fn json_and_flow_configs_are_located_in_one_pass() {
+        let servers: Vec<String> = (0..50)
+            .map(|i| format!("\"127.0.0.1:{}:1\"", 100 + i))
+            .collect();
+        let json = format!(
+            "{{\n  \"a\": {{\n    \"listen\": \"127.0.0.1:1\",\n    \"servers\": [\n      {}\n    ]\n  }},\n  \"b\": {{\"listen\": \"127.0.0.1:2\", \"plugins\": [{{\"servers\": [x]}}],\n    \"servers\": [\"127.0.0.1:3:1\"]}}\n}}\n",
+            servers.join(",\n      ")
+        );
+        let (nodes, starts, exact) = nodes_of(&json);
+        let slow = |_| panic!("located the slow way:\n{json}");
+        assert_eq!(lines(&json, &nodes, &starts, slow), exact);
+        assert_eq!(exact[exact.len() - 1], 58);
+    }
+
+    #[test]
+    fn the_slow_way_locates_a_bounded_number_of_nodes() {
+        // An aliased pool is read by neither quick way.
+        let servers: Vec<String> = (0..100)
+            .map(|i| format!("127.0.0.1:{}:1", 100 + i))
+            .collect();
+        let text = format!(
+            "a: &a {{listen: 127.0.0.1:1, servers: [{}]}}\nb: *a\n",
+            servers.join(", ")
+        );
+        let (nodes, starts, _) = nodes_of(&text);
+        let calls = Cell::new(0);
+        let found = lines(&text, &nodes, &starts, |node| {
+            calls.set(calls.get() + 1);
+            locate(&text, node).unwrap()
+        });
+        assert!(
+            nodes.len() > 200 && calls.get() <= 32,
+            "{} slow locations",
+            calls.get()
+        );
+        assert_eq!(found[starts[1]], 2);
+        assert!(found.iter().all(|&line| (1..=2).contains(&line)));
     }
 
     #[test]

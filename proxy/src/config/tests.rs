@@ -338,8 +338,30 @@ fn a_yaml_syntax_error_gives_its_line() {
         message.starts_with("conf/x.yml:3: mapping values are not allowed"),
         "{message}"
     );
+    // libyaml finds the quote unclosed at the end of the text, after the last line: the
+    // message names the last line the file has.
     let message = refused("alpha:\n  listen: \"127.0.0.1:22121\n  hash: md5\n");
-    assert!(message.starts_with("conf/x.yml:4: "), "{message}");
+    assert!(message.starts_with("conf/x.yml:3: "), "{message}");
+    let message = refused("alpha:\n  listen: \"127.0.0.1:22121\n  hash: md5");
+    assert!(message.starts_with("conf/x.yml:3: "), "{message}");
+}
+
+#[test]
+fn an_offline_check_looks_no_name_up() {
+    let text = |host: &str| {
+        format!("alpha:\n  listen: 127.0.0.1:22121\n  servers:\n   - \"{host}:11211:1\"\n")
+    };
+    for host in ["127.0.0.1", "localhost", "[::1]"] {
+        let parsed = Config::parse_offline(&text(host), Path::new("conf/x.yml"));
+        assert!(parsed.is_ok(), "{host}: {parsed:?}");
+    }
+    let message = Config::parse_offline(&text("cache.example"), Path::new("conf/x.yml"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        message,
+        "conf/x.yml:4: pool \"alpha\": servers: \"cache.example:11211:1\" cannot be resolved: \"cache.example\" is not looked up in an offline check"
+    );
 }
 
 #[test]

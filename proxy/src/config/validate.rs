@@ -1,7 +1,8 @@
 //! Turns pools read as text into checked `Pool`s: nutcracker 0.5.0's rules, defaults and refusals.
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -420,6 +421,24 @@ fn tcp_port(text: &str) -> Option<u16> {
         .and_then(|port| u16::try_from(port).ok())
 }
 
+thread_local! {
+    /// Set while `offline` runs: host names are then not looked up.
+    static OFFLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `check` with host names taken only as IP addresses or `localhost`, never asking the
+/// system's resolver (so checking arbitrary text sends no DNS query).
+pub(super) fn offline<T>(check: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OFFLINE.set(self.0);
+        }
+    }
+    let _reset = Reset(OFFLINE.replace(true));
+    check()
+}
+
 /// The first address `host` resolves to, as nutcracker takes the first from getaddrinfo.
 pub(super) fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     let bare = host
@@ -427,6 +446,15 @@ pub(super) fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     let cannot = |why: String| format!("cannot be resolved: {why}");
+    if OFFLINE.get() {
+        let ip = match bare {
+            "localhost" => Some(IpAddr::from([127, 0, 0, 1])),
+            _ => bare.parse().ok(),
+        };
+        return ip
+            .map(|ip| SocketAddr::new(ip, port))
+            .ok_or_else(|| cannot(format!("{host:?} is not looked up in an offline check")));
+    }
     (bare, port)
         .to_socket_addrs()
         .map_err(|err| cannot(err.to_string()))?

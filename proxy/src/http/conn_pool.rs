@@ -1,18 +1,17 @@
 //! One worker's connections to upstream servers: opened with a timeout, and kept idle for reuse
 //! (at most `keepalive` per server, none by default as in nginx), checked still open before each
-//! reuse. No locks: a worker owns its pools.
+//! reuse. No locks: a worker owns its pools. A connection has no buffer of its own: what is read
+//! from it goes to the buffers of the request it serves, so an idle one costs only its socket.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-/// A connection to an upstream server with its read buffer.
+/// A connection to an upstream server.
 pub struct Conn {
     pub stream: TcpStream,
-    pub buf: BytesMut,
     /// Whether it served an earlier request (a failure may then be a stale keep-alive).
     pub reused: bool,
 }
@@ -47,7 +46,6 @@ impl ConnPool {
             match conn.stream.try_read(&mut probe) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.reused = true;
-                    conn.buf.clear();
                     return Some(conn);
                 }
                 // Closed by the server, or it sent bytes nobody asked for.
@@ -74,7 +72,6 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, Connec
             let _ = stream.set_nodelay(true);
             Ok(Conn {
                 stream,
-                buf: BytesMut::with_capacity(16 * 1024),
                 reused: false,
             })
         }

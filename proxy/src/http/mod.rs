@@ -82,6 +82,8 @@ pub struct Worker {
     pub plugins: RefCell<PoolPlugins>,
     pub balancers: RefCell<Vec<balance::Balancer>>,
     pub conns: RefCell<Vec<conn_pool::ConnPool>>,
+    /// Request buffers lent to this worker's connections while they serve a request.
+    pub spares: RefCell<proxy::Spares>,
     /// This worker's counters for the pool, in the stats document.
     pub stats: Arc<PoolStats>,
 }
@@ -105,6 +107,7 @@ impl Worker {
             plugins: RefCell::new(plugins),
             balancers: RefCell::new(balancers),
             conns: RefCell::new(conns),
+            spares: RefCell::default(),
             stats,
         })
     }

@@ -110,6 +110,10 @@ impl HttpEdits {
     }
 }
 
+/// A `fail_closed` plugin failed on an upstream's response: the client gets 502.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHookFailed;
+
 /// A response head's header lines after the response hooks: `None` until a plugin changed
 /// one, then every line to write, in order.
 pub type ResponseHeaders = Option<Vec<(Vec<u8>, Vec<u8>)>>;
@@ -154,16 +158,20 @@ impl PoolPlugins {
             pool,
             routes,
         } = self;
-        let route = call.location.and_then(|l| routes.get_mut(l)).map(|r| &mut r.1);
+        let route = call
+            .location
+            .and_then(|l| routes.get_mut(l))
+            .map(|r| &mut r.1);
         for slot in pool.iter_mut().chain(route.into_iter().flatten()) {
             let answer = slot.call(Hook::Http, stats, |buf| {
                 let client = (call.headers)()
                     .filter(|(name, _)| !edits.edited(name))
-                    .map(|(n, v)| (n, v));
+                    // Not the identity: it shortens the lines' lifetime to the edits' own.
+                    .map(|(n, v)| -> (&[u8], &[u8]) { (n, v) });
                 let set = edits
                     .headers
                     .iter()
-                    .filter_map(|(n, v)| Some((&n[..], &v.as_deref()?[..])));
+                    .filter_map(|(n, v)| Some((&n[..], v.as_deref()?)));
                 abi::encode_http_request(
                     buf,
                     call.method.as_bytes(),
@@ -239,7 +247,7 @@ impl PoolPlugins {
         underscores: bool,
         out: &mut ResponseHeaders,
         stats: &PoolStats,
-    ) -> Result<(), ()>
+    ) -> Result<(), ResponseHookFailed>
     where
         I: Iterator<Item = (&'h [u8], &'h [u8])>,
     {
@@ -281,7 +289,7 @@ impl PoolPlugins {
                 Err(fault) => fault,
             };
             if !contain(slot, pool_name, &fault, stats) {
-                return Err(());
+                return Err(ResponseHookFailed);
             }
         }
         Ok(())
@@ -375,7 +383,10 @@ fn check_name(name: &[u8], underscores: bool) -> Result<(), Fault> {
 
 /// A header value a plugin may write: no control byte but a tab (no CR, LF or NUL).
 fn check_value(name: &[u8], value: &[u8]) -> Result<(), Fault> {
-    match value.iter().position(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
+    match value
+        .iter()
+        .position(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+    {
         None => Ok(()),
         Some(at) => Err(Fault::Protocol(format!(
             "wrote a control byte (0x{:02x}) in the value of header {:?}",
@@ -398,7 +409,9 @@ fn check_path(p: &[u8]) -> Result<(), Fault> {
     if p.first() != Some(&b'/') {
         return bad("does not start with /");
     }
-    if p.iter().any(|&b| b <= b' ' || b == 0x7f || b == b'#' || b == b'?') {
+    if p.iter()
+        .any(|&b| b <= b' ' || b == 0x7f || b == b'#' || b == b'?')
+    {
         return bad("holds a space, a control byte, ? or #");
     }
     let segments = p[1..].split(|&b| b == b'/');
@@ -461,7 +474,14 @@ mod tests {
         assert!(check_query(b"a=1&b=%0d").is_ok());
         assert!(check_query(b"a=1\r\nHost: evil").is_err());
         assert!(check_name(b"X-User", false).is_ok());
-        for n in [&b""[..], b"X User", b"X:Y", b"X\r\nY", b"X_User", b"X\xc3\xa9"] {
+        for n in [
+            &b""[..],
+            b"X User",
+            b"X:Y",
+            b"X\r\nY",
+            b"X_User",
+            b"X\xc3\xa9",
+        ] {
             assert!(check_name(n, false).is_err(), "{n:?}");
         }
         assert!(check_name(b"X_User", true).is_ok());

@@ -171,7 +171,10 @@ fn a_value_a_plugin_replaced_is_written_with_its_length_and_flags() {
         stored(b"ms k 3 T30 F1 q\r\nabc\r\n", None, 5, b"de"),
         (b"ms k 2 T30 F5\r\nde\r\n".to_vec(), b"k".to_vec())
     );
-    assert_eq!(stored(b"ms k 3\r\nabc\r\n", None, 5, b"de").0, b"ms k 2 F5\r\nde\r\n");
+    assert_eq!(
+        stored(b"ms k 3\r\nabc\r\n", None, 5, b"de").0,
+        b"ms k 2 F5\r\nde\r\n"
+    );
     // A base64 key given decoded is written encoded.
     assert_eq!(
         stored(b"ms Zm9v 1 b\r\nx\r\n", Some(b"bar"), 0, b"y"),

@@ -16,6 +16,12 @@ pub enum ProtocolError {
     BadExptime,
     /// `delete <key> <time>` with a non-zero time.
     BadDelete,
+    /// A meta flag given twice (`mg`, `ms`; memcached's own words for `md`/`ma` are in
+    /// `DuplicateOrInvalidFlag`). Passed on, `mg k v q q` would reach a server as a quiet
+    /// `mg k v q`, whose silent miss would shift the replies of that connection.
+    DuplicateFlag,
+    /// `md`/`ma` with a flag given twice.
+    DuplicateOrInvalidFlag,
     /// A meta command whose base64 key does not decode.
     BadBase64Key,
     /// The data block did not end with `\r\n` where its length said.
@@ -42,6 +48,8 @@ impl ProtocolError {
             ProtocolError::BadDelete => {
                 b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
             }
+            ProtocolError::DuplicateFlag => b"CLIENT_ERROR duplicate flag\r\n",
+            ProtocolError::DuplicateOrInvalidFlag => b"CLIENT_ERROR invalid or duplicate flag\r\n",
             ProtocolError::BadBase64Key => b"CLIENT_ERROR error decoding key\r\n",
             ProtocolError::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
             ProtocolError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",

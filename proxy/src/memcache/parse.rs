@@ -244,7 +244,8 @@ fn parse_meta(
         .into());
     }
     let mut first_flag = 2;
-    let base64 = (2..n).any(|i| t.get(line, i) == b"b");
+    // As memcached reads them, a flag is its token's first character (`b\r` is `b`).
+    let base64 = (2..n).any(|i| t.get(line, i).first() == Some(&b'b'));
     if !base64 {
         set_key(head, line, t, 1)?;
     }
@@ -268,14 +269,33 @@ fn parse_meta(
     if command == Command::MetaDebug && n > 3 {
         return Err(refuse(ProtocolError::BadFormat));
     }
+    let mut seen = 0u64;
     for i in first_flag..n {
         let flag = t.get(line, i);
         if !flag[0].is_ascii_alphabetic() {
             return Err(refuse(ProtocolError::BadFormat));
         }
-        match flag {
-            b"q" if command != Command::MetaDebug => head.silent = Some(t.with_space(i)),
-            b"b" => head.base64_key = true,
+        // As memcached: a flag is its first character, and none may come twice (`me` has
+        // no flags; its extra tokens are not read).
+        let c = flag[0];
+        let bit = 1u64
+            << if c.is_ascii_lowercase() {
+                c - b'a'
+            } else {
+                c - b'A' + 26
+            };
+        if seen & bit != 0 && command != Command::MetaDebug {
+            return Err(refuse(match command {
+                Command::MetaDelete | Command::MetaArithmetic => {
+                    ProtocolError::DuplicateOrInvalidFlag
+                }
+                _ => ProtocolError::DuplicateFlag,
+            }));
+        }
+        seen |= bit;
+        match c {
+            b'q' if command != Command::MetaDebug => head.silent = Some(t.with_space(i)),
+            b'b' => head.base64_key = true,
             _ => {}
         }
     }

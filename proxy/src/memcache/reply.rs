@@ -96,9 +96,7 @@ impl ReplyScanner {
             let line_end = pos + nl + 1;
             let line = &buf[pos..line_end];
             let value = match kind {
-                ReplyKind::Retrieval => {
-                    line.strip_prefix(b"VALUE ").map(|rest| nth_number(rest, 2))
-                }
+                ReplyKind::Retrieval => line.strip_prefix(b"VALUE ").map(value_len),
                 // VA <size> <flags>*, then the data block.
                 ReplyKind::Meta if pos == 0 => {
                     line.strip_prefix(b"VA ").map(|rest| nth_number(rest, 0))
@@ -159,7 +157,7 @@ pub fn value_blocks(reply: &[u8]) -> impl Iterator<Item = ValueBlock<'_>> {
     std::iter::from_fn(move || {
         let rest = reply.get(pos..)?.strip_prefix(b"VALUE ")?;
         let nl = memchr::memchr(b'\n', rest)?;
-        let len = nth_number(&rest[..=nl], 2)?;
+        let len = value_len(&rest[..=nl])?;
         let key_len = memchr::memchr(b' ', rest)?;
         let start = pos;
         let end = pos + 6 + nl + 1 + len + 2;
@@ -208,6 +206,26 @@ pub fn meta_hit(reply: &[u8]) -> Option<MetaHit<'_>> {
 }
 
 /// The `n`th space-separated number of a reply line (counting from 0 after the code).
+/// The data length a `VALUE` line announces (`rest` is the line after `VALUE `, its `\r\n`
+/// included), when it is a line memcached writes: a key, the flags, the length and maybe a cas
+/// unique, one space apart. Anything else (two spaces, an empty key) is no `VALUE` line, so
+/// the scanner and `value_blocks` can never read one differently.
+fn value_len(rest: &[u8]) -> Option<usize> {
+    let line = rest.strip_suffix(b"\r\n")?;
+    let mut tokens = line.split(|&b| b == b' ');
+    let (key, flags, len) = (tokens.next()?, tokens.next()?, tokens.next()?);
+    let cas = tokens.next();
+    let digits = |t: &[u8]| !t.is_empty() && t.len() <= 20 && t.iter().all(u8::is_ascii_digit);
+    if key.is_empty()
+        || !digits(flags)
+        || cas.is_some_and(|c| !digits(c))
+        || tokens.next().is_some()
+    {
+        return None;
+    }
+    nth_number(len, 0)
+}
+
 fn nth_number(line: &[u8], n: usize) -> Option<usize> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -300,6 +318,11 @@ mod tests {
             )
         };
         bad(b"VALUE a 0 x\r\n", ReplyKind::Retrieval);
+        // Only the lines memcached writes: no empty key, no doubled space, nothing extra.
+        bad(b"VALUE  k 0 1\r\nx\r\nEND\r\n", ReplyKind::Retrieval);
+        bad(b"VALUE k 0  1\r\nx\r\nEND\r\n", ReplyKind::Retrieval);
+        bad(b"VALUE k 0 1 5 6\r\nx\r\nEND\r\n", ReplyKind::Retrieval);
+        bad(b"VALUE k 0 1 x\r\nx\r\nEND\r\n", ReplyKind::Retrieval);
         bad(b"VALUE a 0 1\r\nxyz\r\n", ReplyKind::Retrieval);
         bad(b"VALUE a 0 1\r\nx\r\nSTORED\r\n", ReplyKind::Retrieval);
         bad(&[b'x'; 9000], ReplyKind::Storage);

@@ -369,7 +369,11 @@ mod tests {
         );
         out.clear();
         map_values(reply, &mut out, |key, _, _| {
-            Ok(if key == b"a" { Mapped::Drop } else { Mapped::Keep })
+            Ok(if key == b"a" {
+                Mapped::Drop
+            } else {
+                Mapped::Keep
+            })
         })
         .unwrap();
         assert_eq!(&out[..], b"VALUE b 0 2\r\nxy\r\nEND\r\n");

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::config::{Config, HttpPool, OnError, PluginSpec, Pool};
 pub use chain::{Placement, PoolPlugins, Verdict};
-pub use memcache::NewValue;
 pub use instance::{Fault, Hook, Instance};
+pub use memcache::NewValue;
 
 /// How often the engine's epoch ticks: the unit of a plugin's time budget.
 const EPOCH_TICK: Duration = Duration::from_millis(1);

@@ -5,8 +5,8 @@
 
 use super::{PoolShared, WorkerPool};
 use crate::memcache::lines::{NO_SERVER, PLUGIN_FAILED};
-use crate::plugin::{Hook, PoolPlugins};
 use crate::plugin::chain::{Placement, Trace};
+use crate::plugin::{Hook, PoolPlugins};
 use crate::ring::Ring;
 use crate::stats::PoolStats;
 

@@ -18,7 +18,8 @@ use crate::pool::{ReplySink, Seq, Unplaced, Unsent};
 pub(super) fn resend(s: &Rc<Session>, seq: Seq, frag: u16, req: Unsent) {
     let pool = &s.pool;
     let place = |key: &[u8]| pool.place(key).map(|server| server as u16);
-    let failed = |s: &Rc<Session>, why: Unplaced| s.reply(seq, frag, Bytes::from_static(why.line()));
+    let failed =
+        |s: &Rc<Session>, why: Unplaced| s.reply(seq, frag, Bytes::from_static(why.line()));
     // A fragment of a split retrieval (its bytes may be part of a joined line): its keys come
     // from the gather.
     let fragment = s.pending.with_gather(seq, |g| {

@@ -210,7 +210,11 @@ mod tests {
             let key = format!("key{k}");
             let (_, point, chosen) = b.shared.hash_choice(key.as_bytes(), 100);
             assert!(point.is_some());
-            assert_eq!(chosen, pick(&mut b, &[], Some(key.as_bytes()), 100), "{key}");
+            assert_eq!(
+                chosen,
+                pick(&mut b, &[], Some(key.as_bytes()), 100),
+                "{key}"
+            );
         }
     }
 

@@ -38,6 +38,17 @@ impl Framing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal(pub u16);
 
+/// Where `part`, a slice the parser handed back, lies in `buf`; empty when it is not within it
+/// (httparse answers some absent parts with a static `""`).
+fn range_in(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    if start <= buf.len() && part.len() <= buf.len() - start {
+        start..start + part.len()
+    } else {
+        0..0
+    }
+}
+
 /// A Content-Length value: digits only, no sign, no list.
 pub fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {

@@ -67,11 +67,7 @@ pub fn parse_request(
     if len > MAX_HEAD {
         return Err(Refusal(431));
     }
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
+    let at = |s: &[u8]| super::range_in(buf, s);
     head.headers.clear();
     let mut hosts = usize::from(head.authority.is_some());
     let mut length: Option<u64> = None;

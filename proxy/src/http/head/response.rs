@@ -73,12 +73,15 @@ fn read(
         httparse::Status::Partial if buf.len() < MAX_RESPONSE_HEAD => return Ok(None),
         _ => return Err(BadResponse),
     };
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
+    let at = |s: &[u8]| super::range_in(buf, s);
     head.status = resp.code.ok_or(BadResponse)?;
+    // httparse takes any three digits; `000` or `099` would go on as a status line no client
+    // reads (`HTTP/1.1 0 ...`).
+    if head.status < 100 {
+        return Err(BadResponse);
+    }
+    // httparse gives a reason phrase that is missing, or holds bytes past ASCII, as a static
+    // `""` that is not within `buf`: it is then empty here.
     head.reason = at(resp.reason.unwrap_or("").as_bytes());
     let minor = resp.version.ok_or(BadResponse)?;
     head.headers.clear();
@@ -145,6 +148,27 @@ mod tests {
         let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
         parse_response(r, false, &mut h).unwrap();
         assert_eq!((h.framing, h.reusable), (Some(Framing::Chunked), false));
+    }
+
+    #[test]
+    fn a_status_below_100_is_refused() {
+        let mut h = ResponseHead::default();
+        for r in [&b"HTTP/1.1 000 O\r\n\r\n"[..], b"HTTP/1.1 099 x\r\n\r\n"] {
+            assert_eq!(parse_response(r, false, &mut h), Err(BadResponse));
+        }
+    }
+
+    #[test]
+    fn a_missing_or_non_ascii_reason_is_empty() {
+        let mut h = ResponseHead::default();
+        for r in [
+            &b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.0 200\n\r\n",
+            b"HTTP/1.1 200 Ok\xe9\r\n\r\n",
+        ] {
+            assert_eq!(parse_response(r, false, &mut h), Ok(Some(r.len())));
+            assert_eq!((h.status, h.reason.clone()), (200, 0..0));
+        }
     }
 
     #[test]

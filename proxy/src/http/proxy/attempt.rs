@@ -125,6 +125,8 @@ impl Session<'_> {
         let cfg = &w.shared.config;
         let server = &w.shared.upstreams[u].config.servers[i];
         self.upstream_head(req.method_override, req.framing, &server.text);
+        // What an earlier try or request left unread belongs to nothing now.
+        self.ws.up.clear();
         let stale = conn.reused;
         let failed = |cause: Cause, reach: Reach| Outcome::Failed {
             cause,
@@ -132,7 +134,7 @@ impl Session<'_> {
         };
         let write = self
             .timer
-            .timeout(cfg.proxy_send_timeout, conn.stream.write_all(&self.out))
+            .timeout(cfg.proxy_send_timeout, conn.stream.write_all(&self.ws.out))
             .await;
         match write {
             Ok(Ok(())) => {}
@@ -153,12 +155,12 @@ impl Session<'_> {
             };
             let r = relay(
                 &mut self.client,
-                &mut self.buf,
+                &mut self.ws.buf,
                 req.framing,
                 &mut conn.stream,
                 out,
                 (&mut self.timer, pace),
-                &mut self.scratch,
+                &mut self.ws.scratch,
             )
             .await;
             match r {
@@ -182,14 +184,27 @@ impl Session<'_> {
         let deadline = Instant::now() + cfg.timeout;
         let mut got_any = false;
         let len = loop {
-            if !conn.buf.is_empty() {
+            if !self.ws.up.is_empty() {
                 got_any = true;
-                match head::parse_response(&conn.buf, req.upstream_head, &mut self.resp) {
+                let ws = &mut self.ws;
+                match head::parse_response(&ws.up, req.upstream_head, &mut ws.resp) {
                     Ok(Some(len))
-                        if (100..200).contains(&self.resp.status) && self.resp.status != 101 =>
+                        if (100..200).contains(&self.ws.resp.status)
+                            && self.ws.resp.status != 101 =>
                     {
-                        conn.buf.advance(len);
+                        self.ws.up.advance(len);
                         continue;
+                    }
+                    Ok(Some(_)) if self.ws.resp.status == 101 => {
+                        // walnut never passes `Upgrade` on, so no switch was asked for (RFC 9110
+                        // 15.2.2): the connection now speaks something else. It is closed, and
+                        // the client is not handed a protocol it did not ask for.
+                        tracing::warn!(pool = %cfg.name, server = %server.text, "upstream answered 101 Switching Protocols to a request without Upgrade");
+                        w.balancers.borrow_mut()[u].failed(i, now_ms());
+                        return Outcome::Answer {
+                            status: 502,
+                            close: false,
+                        };
                     }
                     Ok(Some(len)) => break len,
                     Ok(None) => {}
@@ -203,18 +218,18 @@ impl Session<'_> {
                     }
                 }
             }
-            conn.buf.reserve(16 * 1024);
-            let watch = self.buf.len() < WATCH_LIMIT;
+            self.ws.up.reserve(16 * 1024);
+            let watch = self.ws.buf.len() < WATCH_LIMIT;
             if watch {
-                self.buf.reserve(4096);
+                self.ws.buf.reserve(4096);
             }
-            let (client, cbuf) = (&mut self.client, &mut self.buf);
+            let (client, cbuf, up) = (&mut self.client, &mut self.ws.buf, &mut self.ws.up);
             let woke = self
                 .timer
                 .within(deadline, async {
                     tokio::select! {
                         biased;
-                        r = conn.stream.read_buf(&mut conn.buf) => Woke::Upstream(r),
+                        r = conn.stream.read_buf(up) => Woke::Upstream(r),
                         r = client.read_buf(cbuf), if watch => Woke::Client(r),
                     }
                 })
@@ -243,29 +258,23 @@ impl Session<'_> {
         self.relay_response(conn, len, req).await
     }
 
-    /// Sends the response whose head is the first `len` bytes of `conn.buf` to the client.
+    /// Sends the response whose head is the first `len` bytes of `up` to the client.
     async fn relay_response(&mut self, conn: &mut Conn, len: usize, req: &Forward<'_>) -> Outcome {
         let cfg = &self.w.shared.config;
-        let resp_framing = self.resp.framing.unwrap_or(Framing::None);
-        let h11 = self.head.minor == 1;
+        let resp_framing = self.ws.resp.framing.unwrap_or(Framing::None);
+        let h11 = self.ws.head.minor == 1;
         let (out_mode, mut keep) = match resp_framing {
-            _ if req.client_head => (Out::Raw, self.head.keep_alive),
-            Framing::None | Framing::Length(_) => (Out::Raw, self.head.keep_alive),
-            Framing::Chunked | Framing::Close if h11 => (Out::Chunked, self.head.keep_alive),
+            _ if req.client_head => (Out::Raw, self.ws.head.keep_alive),
+            Framing::None | Framing::Length(_) => (Out::Raw, self.ws.head.keep_alive),
+            Framing::Chunked | Framing::Close if h11 => (Out::Chunked, self.ws.head.keep_alive),
             Framing::Chunked | Framing::Close => (Out::Raw, false),
         };
         keep &= !self.shutdown.is_shutdown();
-        self.response_head(
-            &conn.buf[..len],
-            resp_framing,
-            out_mode,
-            keep,
-            req.client_head,
-        );
-        conn.buf.advance(len);
+        self.response_head(len, resp_framing, out_mode, keep, req.client_head);
+        self.ws.up.advance(len);
         // A request body the server may not have read could be taken for a next request: the
         // connection is never used again (nor after a body left unread for a HEAD client).
-        let reusable = self.resp.reusable && !req.framing.has_body();
+        let reusable = self.ws.resp.reusable && !req.framing.has_body();
         if req.client_head {
             // The client's method decides: no body goes back, whatever the server sent (a GET
             // answer under `proxy_method GET`), and its unread body closes the connection.
@@ -283,9 +292,10 @@ impl Session<'_> {
         }
         let mut rest = resp_framing;
         if let Framing::Length(n) = resp_framing {
-            let k = conn.buf.len().min(n as usize).min(COALESCE);
-            self.out.extend_from_slice(&conn.buf[..k]);
-            conn.buf.advance(k);
+            let k = self.ws.up.len().min(n as usize).min(COALESCE);
+            let ws = &mut self.ws;
+            ws.out.extend_from_slice(&ws.up[..k]);
+            ws.up.advance(k);
             rest = Framing::Length(n - k as u64);
         }
         let broken = Relayed {
@@ -301,12 +311,12 @@ impl Session<'_> {
         };
         let r = relay(
             &mut conn.stream,
-            &mut conn.buf,
+            &mut self.ws.up,
             rest,
             &mut self.client,
             out_mode,
             (&mut self.timer, pace),
-            &mut self.scratch,
+            &mut self.ws.scratch,
         )
         .await;
         match r {

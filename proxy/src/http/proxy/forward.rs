@@ -15,11 +15,11 @@ impl Session<'_> {
         let has_key = self.render_key(u);
         // Taken out for the request (and put back) so the key can be borrowed while `self` is
         // used mutably; the buffer keeps its capacity.
-        let key = std::mem::take(&mut self.key);
+        let key = std::mem::take(&mut self.ws.key);
         let keep = self
             .forward(u, method_override, has_key.then_some(&key[..]))
             .await;
-        self.key = key;
+        self.ws.key = key;
         keep
     }
 
@@ -27,34 +27,39 @@ impl Session<'_> {
     /// template; false when there is none.
     fn render_key(&mut self, u: usize) -> bool {
         let w = self.w;
-        if let Some(k) = &self.edits.hash_key {
-            self.key.clear();
-            self.key.extend_from_slice(k);
+        if let Some(k) = &self.ws.edits.hash_key {
+            self.ws.key.clear();
+            self.ws.key.extend_from_slice(k);
             return true;
         }
         let Some(template) = &w.shared.upstreams[u].config.hash else {
             return false;
         };
-        let (hb, h) = (&self.head_bytes[..], &self.head);
+        let (hb, h) = (&self.ws.head_bytes[..], &self.ws.head);
         let find = |name: &str| {
             h.headers
                 .iter()
                 .find(|(n, _)| hb[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
                 .map(|(_, v)| &hb[v.clone()])
         };
-        let uri = match (&self.edits.path, self.uri_copied) {
+        let uri = match (&self.ws.edits.path, self.uri_copied) {
             (Some(p), _) => &p[..],
-            (None, true) => &self.uri[..],
+            (None, true) => &self.ws.uri[..],
             (None, false) => &hb[h.path.clone()],
         };
         let src = KeySource {
             request_uri: &hb[h.origin.clone()],
             uri,
-            query: self.edits.query.as_deref().unwrap_or(&hb[h.query.clone()]),
+            query: self
+                .ws
+                .edits
+                .query
+                .as_deref()
+                .unwrap_or(&hb[h.query.clone()]),
             remote: self.remote,
             headers: &find,
         };
-        template.render(&src, &mut self.key);
+        template.render(&src, &mut self.ws.key);
         true
     }
 
@@ -66,7 +71,7 @@ impl Session<'_> {
     ) -> bool {
         let w = self.w;
         let cfg = &w.shared.config;
-        let framing = self.head.framing.unwrap_or(Framing::None);
+        let framing = self.ws.head.framing.unwrap_or(Framing::None);
         let client_head = self.method() == b"HEAD";
         let method: &[u8] = match method_override {
             Some(m) => m.as_bytes(),
@@ -114,10 +119,12 @@ impl Session<'_> {
                     }
                 },
             };
-            if self.head.expect_continue && framing.has_body() && !sent_continue {
+            if self.ws.head.expect_continue && framing.has_body() && !sent_continue {
                 sent_continue = true;
-                self.out.clear();
-                self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                self.ws.out.clear();
+                self.ws
+                    .out
+                    .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                 if !self.write_client().await {
                     return false;
                 }
@@ -162,7 +169,7 @@ impl Session<'_> {
                 }
                 Outcome::Abort(status) => {
                     if let Some(status) = status {
-                        self.head.keep_alive = false;
+                        self.ws.head.keep_alive = false;
                         let _ = self.local(status, &[], None, false).await;
                     }
                     return false;

@@ -15,9 +15,9 @@ impl Session<'_> {
         framing: Framing,
         server: &str,
     ) {
-        let (hb, h, e) = (&self.head_bytes[..], &self.head, &self.edits);
+        let (hb, h, e) = (&self.ws.head_bytes[..], &self.ws.head, &self.ws.edits);
         let method = method_override.map_or(&hb[h.method.clone()], str::as_bytes);
-        let out = &mut self.out;
+        let out = &mut self.ws.out;
         out.clear();
         out.extend_from_slice(method);
         out.push(b' ');
@@ -89,18 +89,19 @@ impl Session<'_> {
         out.extend_from_slice(b"\r\n");
     }
 
-    /// Writes the response head for the client into `out`, from the upstream's head `raw`.
-    /// For a HEAD client (`client_head`) only a Content-Length is kept: no body follows.
+    /// Writes the response head for the client into `out`, from the upstream's head: the first
+    /// `len` bytes of `up`. For a HEAD client (`client_head`) only a Content-Length is kept: no
+    /// body follows.
     pub(super) fn response_head(
         &mut self,
-        raw: &[u8],
+        len: usize,
         framing: Framing,
         out_mode: Out,
         keep: bool,
         client_head: bool,
     ) {
-        let r = &self.resp;
-        let out = &mut self.out;
+        let ws = &mut self.ws;
+        let (raw, r, out) = (&ws.up[..len], &ws.resp, &mut ws.out);
         out.clear();
         status_line(out, r.status, &raw[r.reason.clone()]);
         let all = || {
@@ -135,7 +136,7 @@ impl Session<'_> {
             }
             _ => {}
         }
-        connection_header(out, keep, self.head.minor);
+        connection_header(out, keep, ws.head.minor);
         out.extend_from_slice(b"\r\n");
     }
 }

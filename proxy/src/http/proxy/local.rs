@@ -22,12 +22,12 @@ impl Session<'_> {
         body: Option<&[u8]>,
         keep: bool,
     ) -> bool {
-        let framing = self.head.framing.unwrap_or(Framing::None);
+        let framing = self.ws.head.framing.unwrap_or(Framing::None);
         let unread_body = framing.has_body();
         // A client waiting for 100 Continue is not made to send a body nobody reads.
         let keep = keep
-            && self.head.keep_alive
-            && !(unread_body && self.head.expect_continue)
+            && self.ws.head.keep_alive
+            && !(unread_body && self.ws.head.expect_continue)
             && !self.shutdown.is_shutdown();
         let default;
         let body = match body {
@@ -39,7 +39,7 @@ impl Session<'_> {
         };
         // 204 and 304 never have a body.
         let bodiless = matches!(status, 204 | 304);
-        let out = &mut self.out;
+        let out = &mut self.ws.out;
         out.clear();
         status_line(out, status, reason(status).as_bytes());
         out.extend_from_slice(b"Server: walnut\r\n");
@@ -60,10 +60,11 @@ impl Session<'_> {
             put_number(out, body.len() as u64);
             out.extend_from_slice(b"\r\n");
         }
-        connection_header(out, keep, self.head.minor);
+        connection_header(out, keep, self.ws.head.minor);
         out.extend_from_slice(b"\r\n");
         // (After a refused head, `head` may describe bytes never kept.)
-        let head_request = self.head_bytes.get(self.head.method.clone()) == Some(&b"HEAD"[..]);
+        let head_request =
+            self.ws.head_bytes.get(self.ws.head.method.clone()) == Some(&b"HEAD"[..]);
         if !head_request && !bodiless {
             out.extend_from_slice(body);
         }
@@ -78,12 +79,12 @@ impl Session<'_> {
             let mut sink = tokio::io::sink();
             return relay(
                 &mut self.client,
-                &mut self.buf,
+                &mut self.ws.buf,
                 framing,
                 &mut sink,
                 Out::Raw,
                 (&mut self.timer, pace),
-                &mut self.scratch,
+                &mut self.ws.scratch,
             )
             .await
             .is_ok();
@@ -96,7 +97,7 @@ impl Session<'_> {
         let limit = self.w.shared.config.send_timeout;
         matches!(
             self.timer
-                .timeout(limit, self.client.write_all(&self.out))
+                .timeout(limit, self.client.write_all(&self.ws.out))
                 .await,
             Ok(Ok(()))
         )
@@ -124,7 +125,7 @@ impl Session<'_> {
         if target.first() != Some(&b'/') {
             return target.to_vec();
         }
-        let (h, hb) = (&self.head, &self.head_bytes[..]);
+        let (h, hb) = (&self.ws.head, &self.ws.head_bytes[..]);
         let host = h.authority.clone().map(|a| &hb[a]).or_else(|| {
             h.headers
                 .iter()

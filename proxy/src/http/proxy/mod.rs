@@ -5,16 +5,16 @@
 
 use std::net::IpAddr;
 
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Worker;
-use super::head::{self, Refusal, RequestHead, ResponseHead};
+use super::head::{self, Refusal};
 use super::path;
+use super::plugins::{HttpCall, HttpVerdict};
 use crate::config::LocationAction;
-use super::plugins::{HttpCall, HttpEdits, HttpVerdict};
 use crate::shutdown::Shutdown;
 use crate::timer::Timer;
 
@@ -22,32 +22,31 @@ mod attempt;
 mod forward;
 mod heads;
 mod local;
+mod spare;
+
+pub use spare::Spares;
+use spare::Workspace;
 
 /// Body bytes sent along with a response head in one write.
 const COALESCE: usize = 32 * 1024;
 /// How long input is drained after walnut closes a connection on its side.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A connection's reusable state: nothing here is allocated per request once warm.
+/// A connection's state. Idle, it holds no buffer; while a request is served it holds a
+/// [`Workspace`] lent by the worker, so nothing is allocated per request once warm.
 struct Session<'w> {
     w: &'w Worker,
     client: TcpStream,
     remote: IpAddr,
     /// `remote` as text, written into every request's forwarded headers.
     remote_text: Vec<u8>,
-    buf: BytesMut,
-    /// The current request's head bytes (`head`'s ranges index them).
-    head_bytes: Vec<u8>,
-    head: RequestHead,
-    /// The normalized path, when it differs from the one sent (see `uri_copied`).
-    uri: Vec<u8>,
-    /// Whether `uri` holds this request's normalized path; else the path as sent is normal.
+    /// The current request's buffers, lent by the worker while `held`; empty otherwise. Boxed:
+    /// the connection's task would hold it inline, twice (a captured future and the one it
+    /// awaits are laid out apart).
+    ws: Box<Workspace>,
+    held: bool,
+    /// Whether `ws.uri` holds this request's normalized path; else the path as sent is normal.
     uri_copied: bool,
-    resp: ResponseHead,
-    out: Vec<u8>,
-    scratch: Vec<u8>,
-    key: Vec<u8>,
-    edits: HttpEdits,
     shutdown: Shutdown,
     /// Every timeout of this connection, client and upstream side (one at a time).
     timer: Timer,
@@ -60,16 +59,9 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
         client,
         remote,
         remote_text: remote.to_string().into_bytes(),
-        buf: BytesMut::with_capacity(16 * 1024),
-        head_bytes: Vec::with_capacity(1024),
-        head: RequestHead::default(),
-        uri: Vec::new(),
+        ws: Box::default(),
+        held: false,
         uri_copied: false,
-        resp: ResponseHead::default(),
-        out: Vec::with_capacity(2048),
-        scratch: Vec::new(),
-        key: Vec::new(),
-        edits: HttpEdits::default(),
         shutdown,
         timer: Timer::default(),
     };
@@ -79,9 +71,9 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
             Ok(true) => {}
             Ok(false) => break false,
             Err(Refusal(status)) => {
-                s.head_bytes.clear();
-                s.head.framing = None;
-                s.head.keep_alive = false;
+                s.ws.head_bytes.clear();
+                s.ws.head.framing = None;
+                s.ws.head.keep_alive = false;
                 let _ = s.local(status, &[], None, false).await;
                 break true;
             }
@@ -103,45 +95,107 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
         // just sent; read and drop what the client still sends for a moment (nginx's
         // lingering close).
         let deadline = Instant::now() + LINGER;
-        let mut drain = [0u8; 4096];
-        while let Ok(Ok(n)) = s.timer.within(deadline, s.client.read(&mut drain)).await {
-            if n == 0 {
-                break;
+        s.acquire();
+        loop {
+            s.ws.buf.clear();
+            s.ws.buf.reserve(4096);
+            match s
+                .timer
+                .within(deadline, s.client.read_buf(&mut s.ws.buf))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
             }
         }
     }
+    // What the client sent and nobody will read (a head cut short, pipelined requests after
+    // the last answered one) is dropped with the connection.
+    s.ws.buf.clear();
+    s.release();
 }
 
 impl Session<'_> {
+    /// Takes a workspace from the worker, unless one is held.
+    fn acquire(&mut self) {
+        if !self.held {
+            *self.ws = self.w.spares.borrow_mut().take();
+            self.held = true;
+        }
+    }
+
+    /// Gives the workspace back to the worker: between requests with nothing buffered, or
+    /// when the connection ends (`Spares::put` empties its read buffers either way).
+    fn release(&mut self) {
+        if self.held {
+            self.w
+                .spares
+                .borrow_mut()
+                .put(std::mem::take(&mut *self.ws));
+            self.held = false;
+        }
+    }
+
+    /// Waits, holding no buffer, until the client sends something, then reads it into a
+    /// workspace's buffer. False when the client closed or failed, `deadline` passed, or
+    /// (when `stoppable`) shutdown ended the wait.
+    async fn first_bytes(&mut self, deadline: Instant, stoppable: bool) -> bool {
+        loop {
+            self.release();
+            let ready = tokio::select! {
+                r = self.timer.within(deadline, self.client.readable()) => matches!(r, Ok(Ok(()))),
+                () = self.shutdown.recv(), if stoppable => false,
+            };
+            if !ready {
+                return false;
+            }
+            self.acquire();
+            self.ws.buf.reserve(4096);
+            match self.client.try_read_buf(&mut self.ws.buf) {
+                Ok(n) => return n > 0,
+                // Readiness can be spurious: wait again.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Reads the next request head. `Ok(false)`: the client closed, idled out, or shutdown.
     async fn read_head(&mut self, first: bool) -> Result<bool, Refusal> {
         let cfg = &self.w.shared.config;
-        if self.buf.is_empty() && !first {
-            // Idle between requests: keepalive_timeout, and shutdown ends the wait.
-            self.buf.reserve(4096);
-            let read = tokio::select! {
-                r = self.timer.timeout(cfg.keepalive_timeout, self.client.read_buf(&mut self.buf)) => r,
-                () = self.shutdown.recv() => return Ok(false),
+        // The first request's whole head must come within client_header_timeout; a later one
+        // may keep the client waiting for keepalive_timeout, and shutdown ends that wait.
+        let mut deadline = Instant::now() + cfg.client_header_timeout;
+        if self.ws.buf.is_empty() {
+            let wait = if first {
+                deadline
+            } else {
+                Instant::now() + cfg.keepalive_timeout
             };
-            if !matches!(read, Ok(Ok(n)) if n > 0) {
+            if !self.first_bytes(wait, !first).await {
                 return Ok(false);
             }
+            if !first {
+                deadline = Instant::now() + cfg.client_header_timeout;
+            }
         }
-        let deadline = Instant::now() + cfg.client_header_timeout;
         loop {
-            if !self.buf.is_empty()
-                && let Some(len) =
-                    head::parse_request(&self.buf, &mut self.head, cfg.underscores_in_headers)?
+            if !self.ws.buf.is_empty()
+                && let Some(len) = head::parse_request(
+                    &self.ws.buf,
+                    &mut self.ws.head,
+                    cfg.underscores_in_headers,
+                )?
             {
-                self.head_bytes.clear();
-                self.head_bytes.extend_from_slice(&self.buf[..len]);
-                self.buf.advance(len);
+                self.ws.head_bytes.clear();
+                self.ws.head_bytes.extend_from_slice(&self.ws.buf[..len]);
+                self.ws.buf.advance(len);
                 return Ok(true);
             }
-            self.buf.reserve(4096);
+            self.ws.buf.reserve(4096);
             match self
                 .timer
-                .within(deadline, self.client.read_buf(&mut self.buf))
+                .within(deadline, self.client.read_buf(&mut self.ws.buf))
                 .await
             {
                 Ok(Ok(n)) if n > 0 => {}
@@ -153,7 +207,7 @@ impl Session<'_> {
 
     /// The request's method as sent.
     fn method(&self) -> &[u8] {
-        &self.head_bytes[self.head.method.clone()]
+        &self.ws.head_bytes[self.ws.head.method.clone()]
     }
 
     /// Answers the request in `head`; false when the connection must close.
@@ -161,19 +215,22 @@ impl Session<'_> {
         let w = self.w;
         if self.method() == b"TRACE" {
             // nginx refuses TRACE outright (it would echo credentials back) and closes.
-            self.head.keep_alive = false;
+            self.ws.head.keep_alive = false;
             return self.local(405, &[], None, false).await;
         }
-        match path::normalize(&self.head_bytes[self.head.path.clone()], &mut self.uri) {
+        match path::normalize(
+            &self.ws.head_bytes[self.ws.head.path.clone()],
+            &mut self.ws.uri,
+        ) {
             Ok(copied) => self.uri_copied = copied,
             Err(path::BadPath) => {
-                self.head.keep_alive = false;
+                self.ws.head.keep_alive = false;
                 return self.local(400, &[], None, false).await;
             }
         }
-        let (h, hb) = (&self.head, &self.head_bytes[..]);
+        let (h, hb) = (&self.ws.head, &self.ws.head_bytes[..]);
         let path = if self.uri_copied {
-            &self.uri[..]
+            &self.ws.uri[..]
         } else {
             &hb[h.path.clone()]
         };
@@ -184,7 +241,7 @@ impl Session<'_> {
                 return self.local(500, &[], None, true).await;
             }
         };
-        self.edits.clear();
+        self.ws.edits.clear();
         if w.plugins.borrow().runs_http(location) {
             // Plugins see the path the location was chosen by (nginx's `$uri`).
             let method = std::str::from_utf8(&hb[h.method.clone()]).unwrap_or("");
@@ -203,7 +260,7 @@ impl Session<'_> {
             let verdict = w
                 .plugins
                 .borrow_mut()
-                .http(&call, &mut self.edits, &w.stats);
+                .http(&call, &mut self.ws.edits, &w.stats);
             match verdict {
                 HttpVerdict::Continue => {}
                 HttpVerdict::Respond {
