@@ -527,6 +527,38 @@ fn plugins_rewrite_path_and_headers_and_choose_the_server() {
 }
 
 #[test]
+fn the_response_headers_plugin_changes_an_upstreams_headers_on_its_location() {
+    let wasm = plugin_dir(&["response-headers"]).join("response_headers.wasm");
+    let backend = TestBackend::start();
+    let config = format!(
+        "web:\n  protocol: http\n  listen: {{listen}}\n  upstreams:\n    b:\n      servers: [\"{}\"]\n  locations:\n    - match: /api/\n      proxy_pass: b\n      plugins:\n        - path: {}\n          config: {{ set: {{ X-Served-By: walnut }}, add: {{ Cache-Control: no-store }}, remove: [X-Backend-Conn] }}\n    - match: /\n      proxy_pass: b\n",
+        backend.addr,
+        wasm.display()
+    );
+    let proxy = Proxy::walnut(&config);
+    let mut c = HttpClient::connect(proxy.addr);
+    for _ in 0..3 {
+        let r = c.get("/api/x");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "path=/api/x body=0\n".to_owned())
+        );
+        assert_eq!(r.header("x-served-by"), Some("walnut"));
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert_eq!(r.header("x-backend-conn"), None, "removed");
+        assert!(r.header("date").is_some() && r.header("content-length").is_some());
+        // Another location has no plugin: the upstream's headers as they are.
+        let r = c.get("/other");
+        assert!(r.header("x-backend-conn").is_some() && r.header("x-served-by").is_none());
+    }
+    let stats = proxy.stats_json();
+    assert!(
+        stats.contains("\"plugin:location /api/:response_headers.wasm:rewrites\":3"),
+        "{stats}"
+    );
+}
+
+#[test]
 fn status_lines_without_a_reason_or_with_bytes_past_ascii_are_relayed() {
     // httparse hands these reasons back as a static "" outside the read buffer; walnut once
     // took its place for an offset into the buffer, and the connection's task panicked.

@@ -2,16 +2,18 @@
 //! plugin's `on_error`: a rewritten key that is not a key never reaches memcached (not even as
 //! a second command), a base64 key a plugin rewrote is sent encoded, a hash hook that fails a
 //! `fail_closed` plugin fails its request, and a plugin's panic message, its own log lines and
-//! its clocks reach walnut.
+//! its clocks reach walnut. On HTTP, a CR or LF a plugin writes into a header, a path, a local
+//! answer or a response never reaches the upstream or the client, and every such fault is
+//! counted.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use walnut_tests::{Memcached, Proxy, mc_pool, plugin_dir};
+use walnut_tests::{HttpClient, HttpResponse, Memcached, Proxy, TestBackend, mc_pool, plugin_dir};
 
 fn wasm(name: &str) -> PathBuf {
-    plugin_dir(&["key-rewrite", "misbehave"]).join(format!("{name}.wasm"))
+    plugin_dir(&["key-rewrite", "misbehave", "http-misbehave"]).join(format!("{name}.wasm"))
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -178,4 +180,154 @@ fn a_plugins_panic_message_log_lines_and_clocks_reach_walnut() {
         "{logged}"
     );
     assert!(logged.contains("INFO"), "{logged}");
+}
+
+/// Walnut with one HTTP pool over `backend`, the http-misbehave plugin on it under `on_error`.
+fn http_pool(backend: &TestBackend, on_error: &str) -> Proxy {
+    let config = format!(
+        "web:\n  protocol: http\n  listen: {{listen}}\n  plugins:\n    - path: {}\n      on_error: {on_error}\n  upstreams:\n    b:\n      servers: [\"{}\"]\n  locations:\n    - match: /\n      proxy_pass: b\n",
+        wasm("http_misbehave").display(),
+        backend.addr
+    );
+    Proxy::walnut_with(&config, &["-w", "1"])
+}
+
+/// `GET /x` with `X-Test: mode` on `c`, answered.
+fn ask(c: &mut HttpClient, mode: &str) -> HttpResponse {
+    c.send(format!("GET /x HTTP/1.1\r\nHost: t\r\nX-Test: {mode}\r\n\r\n").as_bytes());
+    c.read_response(false)
+}
+
+/// Nothing a plugin injected: no header it smuggled in, no cookie, no second request.
+fn clean(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    !lower.contains("x-injected") && !lower.contains("evil") && !lower.contains("smuggled")
+}
+
+/// A plugin counter from the stats JSON.
+fn counter(stats: &str, name: &str) -> u64 {
+    let key = format!("\"plugin:pool:http_misbehave.wasm:{name}\":");
+    let at = stats
+        .find(&key)
+        .unwrap_or_else(|| panic!("{key} in {stats}"))
+        + key.len();
+    stats[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a number")
+}
+
+#[test]
+fn what_an_http_plugin_writes_wrong_never_reaches_the_upstream_or_the_client() {
+    let backend = TestBackend::start();
+    let walnut = http_pool(&backend, "fail_closed");
+    let mut c = HttpClient::connect(walnut.addr);
+    let bad_requests = [
+        "header-crlf",
+        "header-lf",
+        "header-nul",
+        "header-name",
+        "header-space",
+        "underscore",
+        "path-crlf",
+        "path-dots",
+        "query-crlf",
+    ];
+    let bad_answers = [
+        "respond-crlf",
+        "respond-status",
+        "respond-interim",
+        "respond-name",
+    ];
+    for mode in bad_requests.iter().chain(&bad_answers) {
+        let r = ask(&mut c, mode);
+        assert_eq!(r.status, 500, "{mode}: a fail_closed plugin's fault");
+        assert!(r.header("set-cookie").is_none() && r.header("x-injected").is_none());
+        assert!(clean(&format!("{:?}", r.headers)), "{mode}: {r:?}");
+    }
+    assert!(backend.seen().is_empty(), "no faulty request went upstream");
+    // The response hook: a bad header or a panic is a 502; the upstream's answer is dropped.
+    for mode in ["resp-crlf", "resp-name", "resp-panic"] {
+        let r = ask(&mut c, mode);
+        assert_eq!(r.status, 502, "{mode}");
+        assert!(clean(&format!("{:?}", r.headers)), "{mode}: {r:?}");
+    }
+    // Headers walnut writes itself are left out of a plugin's changes: the framing stays
+    // walnut's, so a body is neither cut off nor taken for a second request.
+    c.send(b"POST /x HTTP/1.1\r\nHost: t\r\nX-Test: framing\r\nContent-Length: 5\r\n\r\nhello");
+    let r = c.read_response(false);
+    assert_eq!((r.status, r.text()), (200, "path=/x body=5\n".to_owned()));
+    let head = backend
+        .seen()
+        .last()
+        .expect("seen")
+        .head
+        .to_ascii_lowercase();
+    assert!(head.contains("x-ok: fine\r\n"), "{head}");
+    assert!(head.contains("content-length: 5\r\n") && !head.contains("transfer-encoding"));
+    assert!(head.contains("x-forwarded-for: 127.0.0.1\r\n") && !head.contains("6.6.6.6"));
+    let r = ask(&mut c, "respond-framing");
+    assert_eq!((r.status, r.text()), (200, "short".to_owned()));
+    assert_eq!(
+        (r.header("content-length"), r.header("x-ok")),
+        (Some("5"), Some("1"))
+    );
+    let r = ask(&mut c, "resp-framing");
+    assert_eq!((r.status, r.text()), (200, "path=/x body=0\n".to_owned()));
+    assert_eq!(r.header("x-ok"), Some("1"));
+    assert_ne!(r.header("content-length"), Some("0"));
+    for seen in backend.seen() {
+        assert!(clean(&seen.head), "{}", seen.head);
+    }
+    // Every fault counted by kind, and named in the log.
+    let stats = walnut.stats_json();
+    assert_eq!(
+        counter(&stats, "fault_protocol"),
+        (bad_requests.len() + bad_answers.len() + 2) as u64,
+        "{stats}"
+    );
+    assert_eq!(counter(&stats, "fault_trap"), 1, "{stats}");
+    assert_eq!(
+        counter(&stats, "rewrites"),
+        2,
+        "the two framing edits: {stats}"
+    );
+    let log = walnut.log();
+    for reason in [
+        "wrote a control byte (0x0d) in the value of header \"X-A\"",
+        "wrote a control byte (0x00)",
+        "which is not one nginx keeps",
+        "set path \"/public/../admin\", which has a . or .. segment",
+        "answered with status 1000",
+        "answered with status 101",
+        "the response hook was asked to fail",
+    ] {
+        assert!(log.contains(reason), "the log says {reason:?}:\n{log}");
+    }
+}
+
+#[test]
+fn under_fail_open_a_faulty_change_is_dropped_and_the_request_goes_on() {
+    let backend = TestBackend::start();
+    let walnut = http_pool(&backend, "fail_open");
+    let mut c = HttpClient::connect(walnut.addr);
+    for mode in ["header-crlf", "path-crlf", "resp-crlf", "resp-panic"] {
+        let r = ask(&mut c, mode);
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "path=/x body=0\n".to_owned()),
+            "{mode}"
+        );
+        assert!(clean(&format!("{:?}", r.headers)), "{mode}: {r:?}");
+    }
+    assert_eq!(backend.seen().len(), 4);
+    for seen in backend.seen() {
+        assert!(
+            clean(&seen.head) && !seen.head.contains("X-A"),
+            "{}",
+            seen.head
+        );
+    }
+    assert_eq!(counter(&walnut.stats_json(), "fault_protocol"), 3);
 }

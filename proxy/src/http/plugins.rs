@@ -126,6 +126,15 @@ impl PoolPlugins {
             || location.is_some_and(|l| self.routes.get(l).is_some_and(|r| !r.1.is_empty()))
     }
 
+    /// Whether a plugin of the pool's chain or `location`'s may answer `hook`.
+    pub fn may_http(&self, hook: Hook, location: Option<usize>) -> bool {
+        let route = location.and_then(|l| self.routes.get(l)).map(|r| &r.1);
+        self.pool
+            .iter()
+            .chain(route.into_iter().flatten())
+            .any(|s| s.may(hook))
+    }
+
     /// Runs the HTTP request hook over the pool's chain, then `location`'s. Each plugin sees
     /// the request as the ones before it left it; their changes accumulate in `edits`.
     pub fn http<'h, F, I>(

@@ -162,7 +162,7 @@ impl Slot {
     }
 
     /// Whether the plugin may answer `hook` (an instance not made yet may).
-    fn may(&self, hook: Hook) -> bool {
+    pub(crate) fn may(&self, hook: Hook) -> bool {
         self.instance.as_ref().is_none_or(|i| i.has(hook))
     }
 }

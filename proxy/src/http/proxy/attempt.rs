@@ -15,6 +15,7 @@ use crate::http::balance::now_ms;
 use crate::http::body::{Out, Pace, RelayError, relay};
 use crate::http::conn_pool::Conn;
 use crate::http::head::{self, Framing, MAX_HEAD};
+use crate::plugin::Hook;
 
 /// How much pipelined input is read from the client while it waits for an answer (reading is
 /// how its leaving is noticed); past this, it is not watched.
@@ -70,6 +71,8 @@ pub(super) enum Cause {
 
 /// The request as it goes upstream.
 pub(super) struct Forward<'a> {
+    /// The location whose plugins see the response.
+    pub location: usize,
     pub method_override: Option<&'a str>,
     pub framing: Framing,
     pub replay: Replay,
@@ -258,6 +261,36 @@ impl Session<'_> {
         self.relay_response(conn, len, req).await
     }
 
+    /// Runs the response hooks of the pool's and `location`'s plugins on the response head,
+    /// the first `len` bytes of `up`; false when a `fail_closed` plugin failed.
+    fn response_hooks(&mut self, len: usize, location: usize) -> bool {
+        let w = self.w;
+        let ws = &mut *self.ws;
+        ws.resp_headers = None;
+        if !w
+            .plugins
+            .borrow()
+            .may_http(Hook::HttpResponse, Some(location))
+        {
+            return true;
+        }
+        let (raw, r) = (&ws.up[..len], &ws.resp);
+        let headers = || {
+            r.headers
+                .iter()
+                .map(|(n, v)| (&raw[n.clone()], &raw[v.clone()]))
+        };
+        let hooked = w.plugins.borrow_mut().http_response(
+            Some(location),
+            r.status,
+            headers,
+            w.shared.config.underscores_in_headers,
+            &mut ws.resp_headers,
+            &w.stats,
+        );
+        hooked.is_ok()
+    }
+
     /// Sends the response whose head is the first `len` bytes of `up` to the client.
     async fn relay_response(&mut self, conn: &mut Conn, len: usize, req: &Forward<'_>) -> Outcome {
         let cfg = &self.w.shared.config;
@@ -270,6 +303,13 @@ impl Session<'_> {
             Framing::Chunked | Framing::Close => (Out::Raw, false),
         };
         keep &= !self.shutdown.is_shutdown();
+        if !self.response_hooks(len, req.location) {
+            // The client gets 502; the upstream connection, its body unread, is not kept.
+            return Outcome::Answer {
+                status: 502,
+                close: false,
+            };
+        }
         self.response_head(len, resp_framing, out_mode, keep, req.client_head);
         self.ws.up.advance(len);
         // A request body the server may not have read could be taken for a next request: the

@@ -11,13 +11,18 @@ use crate::http::head::Framing;
 
 impl Session<'_> {
     /// Passes the request to upstream `u`; false when the client connection must close.
-    pub(super) async fn proxy(&mut self, u: usize, method_override: Option<&str>) -> bool {
+    pub(super) async fn proxy(
+        &mut self,
+        location: usize,
+        u: usize,
+        method_override: Option<&str>,
+    ) -> bool {
         let has_key = self.render_key(u);
         // Taken out for the request (and put back) so the key can be borrowed while `self` is
         // used mutably; the buffer keeps its capacity.
         let key = std::mem::take(&mut self.ws.key);
         let keep = self
-            .forward(u, method_override, has_key.then_some(&key[..]))
+            .forward(location, u, method_override, has_key.then_some(&key[..]))
             .await;
         self.ws.key = key;
         keep
@@ -65,6 +70,7 @@ impl Session<'_> {
 
     async fn forward(
         &mut self,
+        location: usize,
         u: usize,
         method_override: Option<&str>,
         key: Option<&[u8]>,
@@ -78,6 +84,7 @@ impl Session<'_> {
             None => self.method(),
         };
         let req = Forward {
+            location,
             method_override,
             framing,
             replay: Replay::of(method, framing),

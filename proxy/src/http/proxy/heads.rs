@@ -104,25 +104,24 @@ impl Session<'_> {
         let (raw, r, out) = (&ws.up[..len], &ws.resp, &mut ws.out);
         out.clear();
         status_line(out, r.status, &raw[r.reason.clone()]);
-        let all = || {
-            r.headers
-                .iter()
-                .map(|(n, v)| (&raw[n.clone()], &raw[v.clone()]))
-        };
-        for (n, v) in all() {
-            if hop_by_hop(n, all()) {
-                // A body-less answer (HEAD, 304) keeps its Content-Length.
-                if framing == Framing::None
-                    && n.eq_ignore_ascii_case(b"content-length")
-                    && r.status != 204
-                {
-                    put(out, n, v);
-                }
-                continue;
+        let dated = match &ws.resp_headers {
+            // As the response hooks left them.
+            Some(lines) => {
+                let all = || lines.iter().map(|(n, v)| (&n[..], &v[..]));
+                put_response_lines(out, all, framing, r.status);
+                all().any(|(n, _)| n.eq_ignore_ascii_case(b"date"))
             }
-            put(out, n, v);
-        }
-        if !r.dated {
+            None => {
+                let all = || {
+                    r.headers
+                        .iter()
+                        .map(|(n, v)| (&raw[n.clone()], &raw[v.clone()]))
+                };
+                put_response_lines(out, all, framing, r.status);
+                r.dated
+            }
+        };
+        if !dated {
             put_date(out);
         }
         match (framing, out_mode) {
@@ -138,6 +137,26 @@ impl Session<'_> {
         }
         connection_header(out, keep, ws.head.minor);
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Writes an upstream's header lines `all` for the client: hop-by-hop ones left out, but a
+/// body-less answer's (HEAD, 304) Content-Length.
+fn put_response_lines<'a, I>(out: &mut Vec<u8>, all: impl Fn() -> I, framing: Framing, status: u16)
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    for (n, v) in all() {
+        if hop_by_hop(n, all()) {
+            if framing == Framing::None
+                && n.eq_ignore_ascii_case(b"content-length")
+                && status != 204
+            {
+                put(out, n, v);
+            }
+            continue;
+        }
+        put(out, n, v);
     }
 }
 

@@ -277,7 +277,7 @@ impl Session<'_> {
         match &w.shared.config.locations[location].action {
             LocationAction::Return { status, text } => self.answer_return(*status, text).await,
             LocationAction::Proxy { upstream, method } => {
-                self.proxy(*upstream, method.as_deref()).await
+                self.proxy(location, *upstream, method.as_deref()).await
             }
         }
     }

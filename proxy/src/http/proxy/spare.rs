@@ -6,7 +6,7 @@
 use bytes::BytesMut;
 
 use crate::http::head::{MAX_HEADERS, RequestHead, ResponseHead};
-use crate::http::plugins::HttpEdits;
+use crate::http::plugins::{HttpEdits, ResponseHeaders};
 
 /// The most workspaces a worker keeps for its next requests; more are freed as they come back.
 const MAX_SPARES: usize = 32;
@@ -31,6 +31,8 @@ pub(super) struct Workspace {
     pub scratch: Vec<u8>,
     pub key: Vec<u8>,
     pub edits: HttpEdits,
+    /// The response's header lines once a response hook changed them.
+    pub resp_headers: ResponseHeaders,
 }
 
 impl Workspace {
