@@ -317,7 +317,7 @@ class Env:
             port = self.p["walnut"]
             workers = "2" if name == "walnut-2w" else "1"
             cpus = (a.scale_cpus or f"{a.target_cpu},{a.aux_cpu}") if workers == "2" else self.tcpu
-            extra = ["rewrite"] if name == "walnut+rewrite" else []
+            extra = {"walnut+rewrite": ["rewrite"], "walnut+compress": ["compress"]}.get(name, [])
             env = dict(os.environ)
             if name == "walnut-B":
                 env["WALNUT_BIN"] = a.ab
@@ -375,12 +375,14 @@ AB = False  # --ab: a second walnut binary ("walnut-B") runs the memcached workl
 
 def targets_for(wl):
     if AB and wl in ("mix", "mget10", "pipe8", "big", "rate"):
-        return {"mix": ["memcached-direct", "nutcracker", "walnut", "walnut-B", "walnut+rewrite"]}.get(
+        return {"mix": ["memcached-direct", "nutcracker", "walnut", "walnut-B", "walnut+rewrite",
+                        "walnut+compress"],
+                "big": ["memcached-direct", "nutcracker", "walnut", "walnut-B", "walnut+compress"]}.get(
             wl, ["memcached-direct", "nutcracker", "walnut", "walnut-B"])
-    return {"mix": ["memcached-direct", "nutcracker", "walnut", "walnut+rewrite"],
+    return {"mix": ["memcached-direct", "nutcracker", "walnut", "walnut+rewrite", "walnut+compress"],
             "mget10": ["memcached-direct", "nutcracker", "walnut"],
             "pipe8": ["memcached-direct", "nutcracker", "walnut"],
-            "big": ["memcached-direct", "nutcracker", "walnut"],
+            "big": ["memcached-direct", "nutcracker", "walnut", "walnut+compress"],
             "rate": ["memcached-direct", "nutcracker", "walnut"],
             "scale": ["walnut", "walnut-2w"],
             "http": ["direct", "nginx", "walnut", "walnut+guard"],
@@ -637,7 +639,7 @@ def main():
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-p", "walnut"], check=True)
         subprocess.run(["cargo", "build", "--release", "--target", "wasm32-unknown-unknown",
-                        "-p", "key-rewrite", "-p", "command-guard"], check=True)
+                        "-p", "key-rewrite", "-p", "command-guard", "-p", "compress"], check=True)
     for f in os.listdir(RUN):
         if f.endswith(".log"):
             os.truncate(os.path.join(RUN, f), 0)

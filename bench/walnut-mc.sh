@@ -5,6 +5,8 @@
 # Arguments: LISTEN BACKENDS(comma list) [WORKERS] [rewrite]
 # With `rewrite`, every request also runs the key-rewrite example plugin, rewriting `key:` to
 # itself, so the keys (and the hit ratio) stay those of the load while the plugin does its work.
+# With `compress`, the compress example plugin stores values compressed (those of 256 bytes and
+# more) and reads them back, its time budget raised for 100 KB values.
 # WALNUT_BIN, when set, is the walnut binary to run (e.g. an older build, for A/B runs).
 # WALNUT_ADMIN, when set, is the admin listener's address (--admin), serving /metrics.
 set -euo pipefail
@@ -19,6 +21,9 @@ conf=$(mktemp -t walnut-bench-XXXXXX.yml)
   if [ "$plugin" = rewrite ]; then
     printf '  plugins:\n   - path: %s\n     config: { replace: "key:", with: "key:" }\n' \
       "$here/target/wasm32-unknown-unknown/release/key_rewrite.wasm"
+  elif [ "$plugin" = compress ]; then
+    printf '  plugins:\n   - path: %s\n     time_budget_ms: 100\n' \
+      "$here/target/wasm32-unknown-unknown/release/compress.wasm"
   fi
 } >"$conf"
 stats_port=$(( ${listen##*:} + 1 ))

@@ -84,6 +84,15 @@ impl Runtime {
             });
         }
         for HttpSite { config, chains } in loaded.http {
+            if let Some(path) = &config.access_log {
+                crate::reopen::open_append(path).map_err(|e| {
+                    format!(
+                        "pool {:?}: cannot open access_log {}: {e}",
+                        config.name,
+                        path.display()
+                    )
+                })?;
+            }
             let listener = bind_pool(&config.name, &config.listen, config.backlog)?;
             let index = fronts.len();
             let shared = Arc::new(crate::http::Shared::new(index, config, chains));

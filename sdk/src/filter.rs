@@ -91,7 +91,7 @@ pub enum HttpVerdict {
     Continue,
     /// Refuse: 403 with the message as the body.
     Reject(String),
-    /// Answer locally: status (100 to 599), headers and body.
+    /// Answer locally: status (200 to 599), headers and body.
     Respond {
         status: u16,
         headers: Vec<(String, String)>,

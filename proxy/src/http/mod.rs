@@ -4,6 +4,7 @@
 //! fresh or kept-alive connections ([`conn_pool`]), bodies streamed both ways ([`body`]).
 //! [`proxy`] is one client connection.
 
+pub mod access_log;
 pub mod balance;
 pub mod body;
 pub mod conn_pool;
@@ -86,6 +87,8 @@ pub struct Worker {
     pub spares: RefCell<proxy::Spares>,
     /// This worker's counters for the pool, in the stats document.
     pub stats: Arc<PoolStats>,
+    /// This worker's handle on the pool's access log, if it has one.
+    pub access_log: Option<RefCell<access_log::AccessLog>>,
 }
 
 impl Worker {
@@ -102,7 +105,14 @@ impl Worker {
             .iter()
             .map(|u| conn_pool::ConnPool::new(u.servers.len(), u.keepalive))
             .collect();
+        let access_log = shared.config.access_log.as_deref().and_then(|path| {
+            access_log::AccessLog::open(path)
+                .map_err(|e| tracing::error!(pool = %shared.config.name, path = %path.display(), "cannot open the access log: {e}"))
+                .ok()
+                .map(RefCell::new)
+        });
         Rc::new(Worker {
+            access_log,
             shared,
             plugins: RefCell::new(plugins),
             balancers: RefCell::new(balancers),

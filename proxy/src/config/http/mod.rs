@@ -3,7 +3,7 @@
 //! (nginx's `location` match rules, [`location`]). Everything is parsed and compiled here, once.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{Located, RawPool, RawValue};
@@ -25,7 +25,7 @@ const DEFAULT_SEND_TIMEOUT_MS: u32 = 60_000;
 const DEFAULT_BACKLOG: u32 = 511;
 
 /// Every key of an http pool, for the message about an unknown one.
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 14] = [
     "protocol",
     "listen",
     "backlog",
@@ -36,6 +36,7 @@ const KEYS: [&str; 13] = [
     "proxy_send_timeout",
     "underscores_in_headers",
     "client_connections",
+    "access_log",
     "plugins",
     "upstreams",
     "locations",
@@ -64,6 +65,9 @@ pub struct HttpPool {
     pub underscores_in_headers: bool,
     /// Most client connections (0: no limit).
     pub client_connections: u32,
+    /// Where each request is logged (nginx's `combined` format and the upstream's address and
+    /// time), an absolute path; `None` (`off`, the default) logs nothing.
+    pub access_log: Option<PathBuf>,
     /// Plugins run for every request of the pool, before the location's.
     pub plugins: Vec<PluginSpec>,
     pub upstreams: Vec<Upstream>,
@@ -108,6 +112,7 @@ pub(super) fn pool(raw: &RawPool, base_dir: &Path) -> Result<HttpPool, Located> 
         proxy_send_timeout: ms(DEFAULT_SEND_TIMEOUT_MS),
         underscores_in_headers: false,
         client_connections: 0,
+        access_log: None,
         plugins: Vec::new(),
         upstreams: Vec::new(),
         locations: Vec::new(),
@@ -127,6 +132,9 @@ pub(super) fn pool(raw: &RawPool, base_dir: &Path) -> Result<HttpPool, Located> 
         match (&key.value, name) {
             (RawValue::Yaml(v), "plugins") => {
                 p.plugins = super::plugins::plugin_list(v, key.line, base_dir).map_err(fail)?
+            }
+            (RawValue::Text(text), "access_log") => {
+                p.access_log = access_log(text, base_dir).map_err(fail)?
             }
             (RawValue::Yaml(v), "upstreams") => upstream_yaml = Some((v, key.line)),
             (RawValue::Yaml(v), "locations") => location_yaml = Some((v, key.line)),
@@ -153,6 +161,20 @@ pub(super) fn pool(raw: &RawPool, base_dir: &Path) -> Result<HttpPool, Located> 
     p.locations =
         location::locations(lv, lline, base_dir, &p.upstreams).map_err(|e| err(lline, e))?;
     Ok(p)
+}
+
+/// `access_log: PATH` (relative to the config file's folder) or `off`.
+fn access_log(text: &str, base_dir: &Path) -> Result<Option<PathBuf>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    if text.is_empty() {
+        return Err("access_log is empty (a file, or off)".into());
+    }
+    // Absolute, so reopening it after a SIGUSR1 finds it whatever the working folder is then.
+    std::path::absolute(base_dir.join(text))
+        .map(Some)
+        .map_err(|e| format!("access_log {text:?}: {e}"))
 }
 
 fn unknown(name: &str) -> String {
@@ -225,6 +247,32 @@ mod tests {
     }
 
     const GOOD: &str = "mc:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:11211:1\nweb:\n  protocol: http\n  listen: 127.0.0.1:8080\n  upstreams:\n    backend:\n      servers: [\"127.0.0.1:8081 weight=5 max_fails=3 fail_timeout=30s\", \"127.0.0.1:8082\"]\n  locations:\n    - match: \"~* /count(.*)\"\n      proxy_pass: backend\n      proxy_method: GET\n    - match: = /health\n      return: 204\n";
+
+    #[test]
+    fn the_access_log_is_a_file_beside_the_config_or_off() {
+        let with = |v: &str| {
+            parse(&GOOD.replace(
+                "  protocol: http\n",
+                &format!("  protocol: http\n  access_log: {v}\n"),
+            ))
+        };
+        let path = with("logs/access.log").unwrap().http[0]
+            .access_log
+            .clone()
+            .unwrap();
+        assert!(
+            path.is_absolute() && path.ends_with("conf/logs/access.log"),
+            "{path:?}"
+        );
+        assert_eq!(
+            with("/var/log/w.log").unwrap().http[0]
+                .access_log
+                .as_deref(),
+            Some(Path::new("/var/log/w.log"))
+        );
+        assert_eq!(with("off").unwrap().http[0].access_log, None);
+        assert!(with("\"\"").unwrap_err().contains("access_log is empty"));
+    }
 
     #[test]
     fn http_pools_sit_beside_memcached_pools() {

@@ -5,9 +5,11 @@
 //! (RFC 9110 9.2.2).
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Buf;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::{COALESCE, Session};
@@ -107,6 +109,34 @@ pub(super) enum Outcome {
     Abort(Option<u16>),
     /// The client went away while its request waited: the upstream try is dropped.
     ClientGone,
+}
+
+/// The client's socket, counting the bytes written to it (the access log's body bytes).
+struct Counted<'a, W> {
+    inner: &'a mut W,
+    sent: &'a mut u64,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<'_, W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut *self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            *self.sent += n as u64;
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
 }
 
 /// What woke the wait for a response head.
@@ -311,6 +341,8 @@ impl Session<'_> {
             };
         }
         self.response_head(len, resp_framing, out_mode, keep, req.client_head);
+        let head_len = self.ws.out.len();
+        self.ws.served.answer(self.ws.resp.status, head_len);
         self.ws.up.advance(len);
         // A request body the server may not have read could be taken for a next request: the
         // connection is never used again (nor after a body left unread for a HEAD client).
@@ -349,14 +381,19 @@ impl Session<'_> {
             read: cfg.timeout,
             write: cfg.send_timeout,
         };
+        let ws = &mut *self.ws;
+        let mut client = Counted {
+            inner: &mut self.client,
+            sent: &mut ws.served.sent,
+        };
         let r = relay(
             &mut conn.stream,
-            &mut self.ws.up,
+            &mut ws.up,
             rest,
-            &mut self.client,
+            &mut client,
             out_mode,
             (&mut self.timer, pace),
-            &mut self.ws.scratch,
+            &mut ws.scratch,
         )
         .await;
         match r {

@@ -5,6 +5,7 @@
 use super::Session;
 use super::attempt::{Cause, Forward, Outcome, Replay};
 use crate::config::KeySource;
+use crate::http::access_log::Try;
 use crate::http::balance::{Tries, now_ms};
 use crate::http::conn_pool::{self, ConnectError};
 use crate::http::head::Framing;
@@ -106,6 +107,11 @@ impl Session<'_> {
             let server = &w.shared.upstreams[u].config.servers[i];
             let counters = &w.stats.servers[w.shared.server_index(u, i)];
             counters.requests.incr();
+            let started = std::time::Instant::now();
+            let tried = Try {
+                addr: server.addr,
+                took: Default::default(),
+            };
             let idle = w.conns.borrow_mut()[u].checkout(i);
             let mut conn = match idle {
                 Some(c) => c,
@@ -121,6 +127,10 @@ impl Session<'_> {
                         }
                         w.balancers.borrow_mut()[u].failed(i, now_ms());
                         timed_out |= timeout;
+                        self.ws.served.tries.push(Try {
+                            took: started.elapsed(),
+                            ..tried
+                        });
                         // Nothing was sent: the next server may always be tried.
                         continue;
                     }
@@ -136,7 +146,12 @@ impl Session<'_> {
                     return false;
                 }
             }
-            match self.attempt(&mut conn, u, i, &req).await {
+            let outcome = self.attempt(&mut conn, u, i, &req).await;
+            self.ws.served.tries.push(Try {
+                took: started.elapsed(),
+                ..tried
+            });
+            match outcome {
                 Outcome::Relayed(r) => {
                     counters.responses.incr();
                     w.balancers.borrow()[u].succeeded(i);

@@ -62,6 +62,7 @@ impl Session<'_> {
         }
         connection_header(out, keep, self.ws.head.minor);
         out.extend_from_slice(b"\r\n");
+        self.ws.served.answer(status, out.len());
         // (After a refused head, `head` may describe bytes never kept.)
         let head_request =
             self.ws.head_bytes.get(self.ws.head.method.clone()) == Some(&b"HEAD"[..]);
@@ -95,12 +96,16 @@ impl Session<'_> {
     /// Writes `out` to the client within `send_timeout`; false when it could not.
     pub(super) async fn write_client(&mut self) -> bool {
         let limit = self.w.shared.config.send_timeout;
-        matches!(
+        let written = matches!(
             self.timer
                 .timeout(limit, self.client.write_all(&self.ws.out))
                 .await,
             Ok(Ok(()))
-        )
+        );
+        if written {
+            self.ws.served.sent += self.ws.out.len() as u64;
+        }
+        written
     }
 
     /// `return: CODE [text]`: a redirect to the text, else the text as the body (nginx sends

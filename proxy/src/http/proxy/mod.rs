@@ -10,10 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::Worker;
 use super::head::{self, Refusal};
 use super::path;
 use super::plugins::{HttpCall, HttpVerdict};
+use super::{Worker, access_log};
 use crate::config::LocationAction;
 use crate::shutdown::Shutdown;
 use crate::timer::Timer;
@@ -71,17 +71,27 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
             Ok(true) => {}
             Ok(false) => break false,
             Err(Refusal(status)) => {
-                s.ws.head_bytes.clear();
+                // The access log shows the line the client sent, as far as it is a line.
+                let ws = &mut *s.ws;
+                let line = ws.buf[..].split(|&b| b == b'\n').next().unwrap_or_default();
+                ws.head_bytes.clear();
+                ws.head_bytes
+                    .extend_from_slice(&line[..line.len().min(8 * 1024)]);
+                s.ws.head.headers.clear();
+                s.ws.served.clear();
                 s.ws.head.framing = None;
                 s.ws.head.keep_alive = false;
                 let _ = s.local(status, &[], None, false).await;
+                s.log_access();
                 break true;
             }
         }
         first = false;
         let started = std::time::Instant::now();
+        s.ws.served.clear();
         let keep = s.handle().await;
         s.w.stats.latency.observe_since(started);
+        s.log_access();
         if !keep {
             break true;
         }
@@ -203,6 +213,36 @@ impl Session<'_> {
                 _ => return Ok(false),
             }
         }
+    }
+
+    /// Writes the access log's line for the request just served, if the pool keeps one and
+    /// the client got an answer.
+    fn log_access(&self) {
+        let Some(log) = &self.w.access_log else {
+            return;
+        };
+        let (ws, hb) = (&self.ws, &self.ws.head_bytes[..]);
+        if ws.served.status == 0 {
+            return;
+        }
+        let header = |name: &[u8]| {
+            ws.head
+                .headers
+                .iter()
+                .find(|(n, _)| hb[n.clone()].eq_ignore_ascii_case(name))
+                .map(|(_, v)| &hb[v.clone()])
+        };
+        let line = hb.split(|&b| b == b'\n').next().unwrap_or_default();
+        log.borrow_mut().write(&access_log::Entry {
+            remote: &self.remote_text,
+            request: line.strip_suffix(b"\r").unwrap_or(line),
+            status: ws.served.status,
+            body_bytes: ws.served.body_bytes(),
+            referer: header(b"referer"),
+            user_agent: header(b"user-agent"),
+            authorization: header(b"authorization"),
+            tries: &ws.served.tries,
+        });
     }
 
     /// The request's method as sent.

@@ -5,6 +5,7 @@
 
 use bytes::BytesMut;
 
+use crate::http::access_log::Try;
 use crate::http::head::{MAX_HEADERS, RequestHead, ResponseHead};
 use crate::http::plugins::{HttpEdits, ResponseHeaders};
 
@@ -33,6 +34,43 @@ pub(super) struct Workspace {
     pub edits: HttpEdits,
     /// The response's header lines once a response hook changed them.
     pub resp_headers: ResponseHeaders,
+    /// What the access log says of the request.
+    pub served: Served,
+}
+
+/// What a request got, for the access log.
+#[derive(Default)]
+pub(super) struct Served {
+    /// The status of the answer the client got (0 while none was written).
+    pub status: u16,
+    /// Bytes written to the client since the answer's head began, and the head's length.
+    pub sent: u64,
+    pub head: u64,
+    /// The upstream servers tried, in order.
+    pub tries: Vec<Try>,
+}
+
+impl Served {
+    /// A new request begins.
+    pub fn clear(&mut self) {
+        self.status = 0;
+        self.sent = 0;
+        self.head = 0;
+        self.tries.clear();
+    }
+
+    /// The answer is `status` with a head of `head` bytes, about to be written: what was
+    /// written before (a `100 Continue`) is not its body.
+    pub fn answer(&mut self, status: u16, head: usize) {
+        self.status = status;
+        self.sent = 0;
+        self.head = head as u64;
+    }
+
+    /// Body bytes the client was sent.
+    pub fn body_bytes(&self) -> u64 {
+        self.sent.saturating_sub(self.head)
+    }
 }
 
 impl Workspace {
