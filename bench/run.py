@@ -344,9 +344,12 @@ class Env:
         elif name.startswith("walnut"):
             port = self.p["hwalnut"]
             extra = ["guard"] if name == "walnut+guard" else []
+            env = dict(os.environ)
+            if name == "walnut-B":
+                env["WALNUT_BIN"] = a.ab
             p = start(name, [os.path.join(HERE, "walnut-http.sh"), f"127.0.0.1:{port}",
                              f"127.0.0.1:{self.p['hbe0']}", f"127.0.0.1:{self.p['hbe1']}", "1"] + extra,
-                      self.tcpu, logname="walnut-http")
+                      self.tcpu, logname="walnut-http", env=env)
         else:
             raise ValueError(name)
         wait_port(port, p)
@@ -374,6 +377,8 @@ AB = False  # --ab: a second walnut binary ("walnut-B") runs the memcached workl
 
 
 def targets_for(wl):
+    if AB and wl == "http":
+        return ["direct", "nginx", "walnut", "walnut-B", "walnut+guard"]
     if AB and wl in ("mix", "mget10", "pipe8", "big", "rate"):
         return {"mix": ["memcached-direct", "nutcracker", "walnut", "walnut-B", "walnut+rewrite",
                         "walnut+compress"],

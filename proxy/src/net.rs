@@ -13,7 +13,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::BufMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 use crate::config::{Listen, ServerAddr};
 
@@ -144,11 +144,32 @@ impl Stream {
         }
     }
 
-    /// Reads what is there into `buf`'s spare capacity; `WouldBlock` when nothing is.
+    /// Reads what is there into `buf`'s spare capacity; `WouldBlock` when nothing is. A read
+    /// that fills less than the room it had drained the socket, so its readiness is cleared,
+    /// as tokio's own `poll_read` clears it: the next read waits for the kernel's word instead
+    /// of making a system call that finds nothing (one per request and connection, else).
     pub fn try_read_buf(&self, buf: &mut impl BufMut) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.try_read_buf(buf),
-            Stream::Unix(s) => s.try_read_buf(buf),
+        let room = buf.chunk_mut().len();
+        let mut drained = 0;
+        // Telling `try_io` the read would block is how its readiness gets cleared.
+        let mut read = || -> io::Result<usize> {
+            let n = match self {
+                Stream::Tcp(s) => s.try_read_buf(buf)?,
+                Stream::Unix(s) => s.try_read_buf(buf)?,
+            };
+            if n > 0 && n < room {
+                drained = n;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        };
+        let r = match self {
+            Stream::Tcp(s) => s.try_io(Interest::READABLE, &mut read),
+            Stream::Unix(s) => s.try_io(Interest::READABLE, &mut read),
+        };
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && drained > 0 => Ok(drained),
+            r => r,
         }
     }
 

@@ -3,7 +3,9 @@
 //! [`attempt`]), stream the bodies, repeat while the connection is kept alive. Pipelined
 //! requests wait in the read buffer and are answered in order.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::task::Poll;
 
 use bytes::Buf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -161,11 +163,16 @@ impl Session<'_> {
             }
             self.acquire();
             self.ws.buf.reserve(4096);
-            match self.client.try_read_buf(&mut self.ws.buf) {
-                Ok(n) => return n > 0,
+            // One poll of a read, not `try_read_buf`: a read that fills less than the buffer
+            // tells tokio the socket is drained, so the next read of this client (the watch
+            // while the upstream answers) does not cost a system call that finds nothing.
+            let mut read = std::pin::pin!(self.client.read_buf(&mut self.ws.buf));
+            let polled = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+            match polled {
+                Poll::Ready(Ok(n)) => return n > 0,
+                Poll::Ready(Err(_)) => return false,
                 // Readiness can be spurious: wait again.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return false,
+                Poll::Pending => {}
             }
         }
     }
