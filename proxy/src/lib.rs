@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod current;
 pub mod hash;
 pub mod http;
 pub mod memcache;

@@ -72,7 +72,7 @@ fn run(args: Args, loaded: walnut::plugin::Loaded) -> Result<(), String> {
     let stats_listener = walnut::admin::bind(stats_addr)
         .map_err(|e| format!("cannot listen for stats on {stats_addr}: {e}"))?;
     let admin_listener = args.admin.map(walnut::admin::http::bind).transpose()?;
-    let runtime = Runtime::bind(loaded, workers)?;
+    let runtime = Runtime::bind(loaded, workers, args.conf_file.clone())?;
     let log_file = process::open_log(args.output.as_deref())?;
     if args.daemonize {
         process::daemonize()?;
@@ -96,27 +96,23 @@ fn run(args: Args, loaded: walnut::plugin::Loaded) -> Result<(), String> {
     }
     process::give_back_freed_memory()?;
     let (stop, shutdown) = Shutdown::new();
-    let stats_thread = walnut::admin::spawn(
-        stats_listener,
-        std::sync::Arc::clone(&runtime.registry),
-        shutdown.clone(),
-    )
-    .map_err(|e| format!("cannot start stats thread: {e}"))?;
+    let stats_thread = walnut::admin::spawn(stats_listener, runtime.views(), shutdown.clone())
+        .map_err(|e| format!("cannot start stats thread: {e}"))?;
     let admin_thread = match admin_listener {
         Some(listener) => {
-            let view = Arc::new(View {
-                registry: Arc::clone(&runtime.registry),
-                memcache: runtime.memcache_pools(),
-                http: runtime.http_pools(),
-                live: true,
-            });
-            let thread = walnut::admin::http::spawn(listener, view, shutdown.clone())
-                .map_err(|e| format!("cannot start the admin thread: {e}"))?;
+            let reloader = runtime.reloader();
+            let reload = Arc::new(move || reloader.reload());
+            let thread =
+                walnut::admin::http::spawn(listener, runtime.views(), reload, shutdown.clone())
+                    .map_err(|e| format!("cannot start the admin thread: {e}"))?;
             Some(thread)
         }
         None => None,
     };
-    process::stop_on_signal(stop)?;
+    let reloader = runtime.reloader();
+    process::stop_on_signal(stop, move || {
+        let _ = reloader.reload();
+    })?;
     runtime
         .run(shutdown)
         .map_err(|e| format!("cannot start workers: {e}"))?;

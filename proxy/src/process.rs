@@ -9,9 +9,9 @@ use std::time::Duration;
 use crate::reopen::{self, ReopenFile};
 use crate::shutdown::ShutdownTrigger;
 
-/// SIGINT and SIGTERM (stop), SIGUSR1 and SIGHUP (reopen the log files: SIGUSR1 as nginx and
-/// logrotate recipes expect, SIGHUP as nutcracker does), blocked in every thread and taken by
-/// `wait_for_signals` alone.
+/// SIGINT and SIGTERM (stop), SIGUSR1 (reopen the log files, as nginx and logrotate recipes
+/// expect) and SIGHUP (reload the config, as nginx does, and reopen the log files, as nutcracker
+/// does), blocked in every thread and taken by `wait_for_signals` alone.
 fn handled_signals() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset only write the set we own.
     unsafe {
@@ -45,17 +45,20 @@ pub fn block_stop_signals() -> Result<(), String> {
     Ok(())
 }
 
-/// Starts a thread that fires `stop` on SIGINT or SIGTERM, and asks for the log files to be
-/// reopened on SIGUSR1 or SIGHUP.
-pub fn stop_on_signal(stop: ShutdownTrigger) -> Result<(), String> {
+/// Starts a thread that fires `stop` on SIGINT or SIGTERM, asks for the log files to be
+/// reopened on SIGUSR1 or SIGHUP, and calls `reload` on SIGHUP.
+pub fn stop_on_signal(
+    stop: ShutdownTrigger,
+    reload: impl Fn() + Send + 'static,
+) -> Result<(), String> {
     std::thread::Builder::new()
         .name("walnut-signals".into())
-        .spawn(move || wait_for_signals(stop))
+        .spawn(move || wait_for_signals(stop, reload))
         .map(drop)
         .map_err(|e| format!("cannot start signal thread: {e}"))
 }
 
-fn wait_for_signals(stop: ShutdownTrigger) {
+fn wait_for_signals(stop: ShutdownTrigger, reload: impl Fn()) {
     let set = handled_signals();
     // Signals keep being taken during the shutdown grace period (a logrotate may run then).
     loop {
@@ -73,6 +76,9 @@ fn wait_for_signals(stop: ShutdownTrigger) {
             reopen::request();
             // Written to the reopened file: it exists from now on, even before other lines.
             tracing::info!(signal = sig, "signal received: log files reopened");
+            if sig == libc::SIGHUP {
+                reload();
+            }
             continue;
         }
         tracing::info!(

@@ -117,13 +117,15 @@ const MAX_NOT_SUM: &[&str] = &["server_ejected_at"];
 
 /// One pool's counters in one worker, with its servers' and its plugins'.
 #[derive(Debug)]
+/// Each part is shared, so a reload keeps the counters of the pool, servers and plugins that
+/// stay (see [`PoolStats::carried`]).
 pub struct PoolStats {
-    pub pool: PoolCounters,
-    pub servers: Vec<ServerCounters>,
+    pub pool: Arc<PoolCounters>,
+    pub servers: Vec<Arc<ServerCounters>>,
     /// Each request's time in walnut, from decoded to its reply handed to the client's socket.
-    pub latency: Histogram,
+    pub latency: Arc<Histogram>,
     /// Indexed as the pool's plugins are numbered (`PoolChains::labels`).
-    pub plugins: Vec<PluginStats>,
+    pub plugins: Vec<Arc<PluginStats>>,
 }
 
 impl PoolStats {
@@ -133,10 +135,33 @@ impl PoolStats {
 
     pub fn with_plugins(servers: usize, plugins: usize) -> PoolStats {
         PoolStats {
-            pool: PoolCounters::default(),
-            servers: (0..servers).map(|_| ServerCounters::default()).collect(),
-            latency: Histogram::new(REQUEST_BOUNDS_NS),
-            plugins: (0..plugins).map(|_| PluginStats::default()).collect(),
+            pool: Arc::default(),
+            servers: (0..servers).map(|_| Arc::default()).collect(),
+            latency: Arc::new(Histogram::new(REQUEST_BOUNDS_NS)),
+            plugins: (0..plugins).map(|_| Arc::default()).collect(),
+        }
+    }
+
+    /// The counters of a pool named `names` after a reload: those of the pool, and of each
+    /// server and plugin, that `old` (the pool of that name before, with its names) already
+    /// counted go on; the rest start at zero.
+    pub fn carried(names: &PoolNames, old: Option<(&PoolStats, &PoolNames)>) -> PoolStats {
+        let Some((old, old_names)) = old else {
+            return PoolStats::with_plugins(names.servers.len(), names.plugins.len());
+        };
+        let servers = names.servers.iter().map(|name| {
+            let at = old_names.servers.iter().position(|n| n == name);
+            at.map_or_else(Arc::default, |i| Arc::clone(&old.servers[i]))
+        });
+        let plugins = names.plugins.iter().map(|label| {
+            let at = old_names.plugins.iter().position(|l| l == label);
+            at.map_or_else(Arc::default, |i| Arc::clone(&old.plugins[i]))
+        });
+        PoolStats {
+            pool: Arc::clone(&old.pool),
+            servers: servers.collect(),
+            latency: Arc::clone(&old.latency),
+            plugins: plugins.collect(),
         }
     }
 }
@@ -146,6 +171,9 @@ impl PoolStats {
 pub struct ProcessCounters {
     pub total_connections: AtomicU64,
     pub curr_connections: AtomicU64,
+    /// Reloads that took effect, and reloads refused (the running config kept).
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
 }
 
 /// The names the document shows: each pool with its servers, in config order.
@@ -171,7 +199,8 @@ pub struct PluginLabel {
 pub struct Registry {
     pub started: Instant,
     pub source: String,
-    pub process: ProcessCounters,
+    /// Shared by every registry a reload makes: the process's counters go on.
+    pub process: Arc<ProcessCounters>,
     pub pools: Vec<PoolNames>,
     /// `workers[w][p]`: pool `p`'s counters in worker `w`.
     pub workers: Vec<Vec<Arc<PoolStats>>>,
@@ -190,7 +219,33 @@ impl Registry {
         Registry {
             started: Instant::now(),
             source: crate::process::hostname(),
-            process: ProcessCounters::default(),
+            process: Arc::default(),
+            pools,
+            workers,
+        }
+    }
+
+    /// The registry for the pools of a reloaded config: pools matched by name keep their
+    /// counters (see [`PoolStats::carried`]), the process's counters and start go on.
+    pub fn succeed(&self, pools: Vec<PoolNames>) -> Registry {
+        let workers = self
+            .workers
+            .iter()
+            .map(|old| {
+                pools
+                    .iter()
+                    .map(|names| {
+                        let at = self.pools.iter().position(|n| n.name == names.name);
+                        let old = at.map(|p| (&*old[p], &self.pools[p]));
+                        Arc::new(PoolStats::carried(names, old))
+                    })
+                    .collect()
+            })
+            .collect();
+        Registry {
+            started: self.started,
+            source: self.source.clone(),
+            process: Arc::clone(&self.process),
             pools,
             workers,
         }
@@ -237,7 +292,7 @@ impl Registry {
     pub fn latency(&self, p: usize) -> HistogramSum {
         HistogramSum::of(
             REQUEST_BOUNDS_NS,
-            self.workers.iter().map(|w| &w[p].latency),
+            self.workers.iter().map(|w| &*w[p].latency),
         )
     }
 
@@ -257,13 +312,15 @@ impl Registry {
         let mut out = String::with_capacity(1024);
         let _ = write!(
             out,
-            "{{\"service\":\"nutcracker\", \"source\":{}, \"version\":\"0.5.0\", \"walnut_version\":\"{}\", \"uptime\":{}, \"timestamp\":{}, \"total_connections\":{}, \"curr_connections\":{}",
+            "{{\"service\":\"nutcracker\", \"source\":{}, \"version\":\"0.5.0\", \"walnut_version\":\"{}\", \"uptime\":{}, \"timestamp\":{}, \"total_connections\":{}, \"curr_connections\":{}, \"reloads\":{}, \"reload_failures\":{}",
             json_string(&self.source),
             env!("CARGO_PKG_VERSION"),
             self.started.elapsed().as_secs(),
             now,
             self.process.total_connections.load(Ordering::Relaxed),
             self.process.curr_connections.load(Ordering::Relaxed),
+            self.process.reloads.load(Ordering::Relaxed),
+            self.process.reload_failures.load(Ordering::Relaxed),
         );
         for (p, names) in self.pools.iter().enumerate() {
             let _ = write!(out, ", {}: {{", json_string(&names.name));

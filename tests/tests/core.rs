@@ -113,7 +113,7 @@ fn pool(servers: &[SocketAddr], options: &str) -> Rc<WorkerPool> {
     let loaded = walnut::plugin::load(config).expect("plugins load");
     let walnut::plugin::McPool { config, chains } =
         loaded.memcache.into_iter().next().expect("a pool");
-    let shared = Arc::new(PoolShared::new(0, config, chains));
+    let shared = PoolShared::new(0, config, chains);
     let registry = Arc::new(Registry::new(
         vec![PoolNames {
             name: "alpha".into(),
@@ -131,9 +131,10 @@ fn pool(servers: &[SocketAddr], options: &str) -> Rc<WorkerPool> {
 fn client(pool: &Rc<WorkerPool>, id: usize) -> (UnixStream, ShutdownTrigger) {
     let (ours, theirs) = UnixStream::pair().expect("socket pair");
     let (trigger, shutdown) = Shutdown::new();
+    let current = walnut::current::Current::new(Rc::clone(pool));
     tokio::task::spawn_local(walnut::session::serve(
         Stream::Unix(theirs),
-        Rc::clone(pool),
+        current,
         id,
         shutdown,
     ));

@@ -85,7 +85,9 @@ const CLOSED_MARGIN_KIB: u64 = 8 * 1024;
 const IDLE_HTTP: u64 = 6 * 1024;
 const AFTER_REQUEST_HTTP: u64 = 8 * 1024;
 const IDLE_MEMCACHED: u64 = 4 * 1024;
-const AFTER_REQUEST_MEMCACHED: u64 = 4 * 1024;
+// A memcached connection after a request measured 4.0 KiB in a debug build, 4.1 KiB once each
+// also follows its pool's reloads (see `current.rs`).
+const AFTER_REQUEST_MEMCACHED: u64 = 5 * 1024;
 
 impl Figures {
     fn per_conn_bytes(&self, rss: u64) -> u64 {

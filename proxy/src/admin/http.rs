@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use arc_swap::ArcSwap;
+
 use super::View;
 use crate::shutdown::Shutdown;
 
@@ -51,10 +53,15 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, String> {
         .map_err(|e| format!("cannot listen for the admin HTTP listener (--admin) on {addr}: {e}"))
 }
 
-/// Serves the admin endpoints until shutdown, on its own thread.
+/// Reloads the config (`POST /reload`): `Err` holds why the new config was refused.
+pub type Reload = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Serves the admin endpoints until shutdown, on its own thread: each request reads the
+/// newest `views` (a reload swaps it).
 pub fn spawn(
     listener: std::net::TcpListener,
-    view: Arc<View>,
+    views: Arc<ArcSwap<View>>,
+    reload: Reload,
     mut shutdown: Shutdown,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -84,11 +91,12 @@ pub fn spawn(
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     };
-                    let view = Arc::clone(&view);
+                    let view = views.load_full();
                     let busy = Arc::clone(&busy);
+                    let reload = Arc::clone(&reload);
                     tokio::task::spawn_local(async move {
                         let over = busy.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS;
-                        serve(stream, &view, over).await;
+                        serve(stream, &view, &*reload, over).await;
                         busy.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
@@ -97,12 +105,17 @@ pub fn spawn(
 }
 
 /// Reads one request, answers it, closes.
-async fn serve(mut stream: TcpStream, view: &View, over: bool) {
+async fn serve(
+    mut stream: TcpStream,
+    view: &View,
+    reload: &(dyn Fn() -> Result<(), String> + Send + Sync),
+    over: bool,
+) {
     let (response, head_only) = if over {
         (Response::text(503, "too many admin connections"), false)
     } else {
         match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
-            Ok(Ok(Some((head, len)))) => answer(view, &head[..len]),
+            Ok(Ok(Some((head, len)))) => answer(view, &head[..len], reload),
             Ok(Ok(None)) => (Response::text(431, "request head too large"), false),
             Ok(Err(())) => return,
             Err(_) => (
@@ -145,7 +158,11 @@ async fn read_head(stream: &mut TcpStream) -> Result<Option<(Vec<u8>, usize)>, (
 }
 
 /// The answer to one request head, and whether it is to a HEAD request (no body sent).
-fn answer(view: &View, head: &[u8]) -> (Response, bool) {
+fn answer(
+    view: &View,
+    head: &[u8],
+    reload: &(dyn Fn() -> Result<(), String> + Send + Sync),
+) -> (Response, bool) {
     let bad = |r| (r, false);
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
@@ -163,12 +180,24 @@ fn answer(view: &View, head: &[u8]) -> (Response, bool) {
         Err(e) => return bad(Response::text(400, &format!("bad request: {e}"))),
     };
     let head_only = method == "HEAD";
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path == "/reload" {
+        if method != "POST" {
+            let mut r = Response::text(405, "a reload is asked with POST");
+            r.extra = "Allow: POST\r\n";
+            return bad(r);
+        }
+        // Answered once every worker runs the new config, or with why it was refused.
+        return bad(match reload() {
+            Ok(()) => Response::text(200, "reloaded"),
+            Err(e) => Response::text(500, &format!("reload failed: {e}")),
+        });
+    }
     if method != "GET" && !head_only {
         let mut r = Response::text(405, "only GET and HEAD are served here");
         r.extra = "Allow: GET, HEAD\r\n";
         return bad(r);
     }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let r = match path {
         "/metrics" => Response::new(
             200,
@@ -185,7 +214,8 @@ fn answer(view: &View, head: &[u8]) -> (Response, bool) {
         "/" => Response::text(
             200,
             "walnut admin: /metrics (Prometheus), /status (status page), /status.json, \
-             /route?pool=NAME&key=KEY (memcached) or /route?pool=NAME&path=/x&method=GET (HTTP)",
+             /route?pool=NAME&key=KEY (memcached) or /route?pool=NAME&path=/x&method=GET (HTTP), \
+             POST /reload (reload the config file)",
         ),
         _ => Response::text(404, &format!("no such page: {path}")),
     };
@@ -223,6 +253,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        500 => "Internal Server Error",
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",

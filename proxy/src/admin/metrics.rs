@@ -45,6 +45,26 @@ pub fn render(view: &View) -> String {
         &[],
         process.total_connections.load(Ordering::Relaxed),
     );
+    out.family(
+        "walnut_reloads_total",
+        "counter",
+        "config reloads that took effect (SIGHUP, POST /reload)",
+    );
+    out.sample(
+        "walnut_reloads_total",
+        &[],
+        process.reloads.load(Ordering::Relaxed),
+    );
+    out.family(
+        "walnut_reload_failures_total",
+        "counter",
+        "config reloads refused, the running config kept",
+    );
+    out.sample(
+        "walnut_reload_failures_total",
+        &[],
+        process.reload_failures.load(Ordering::Relaxed),
+    );
     pools(&mut out, view);
     servers(&mut out, view);
     plugins(&mut out, reg);

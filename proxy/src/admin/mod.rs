@@ -63,7 +63,7 @@ impl View {
         let mut memcache = Vec::new();
         let mut http = Vec::new();
         for McPool { config, chains } in loaded.memcache {
-            let shared = Arc::new(PoolShared::new(names.len(), config, chains));
+            let shared = PoolShared::new(names.len(), config, chains);
             names.push(PoolNames {
                 name: shared.config.name.clone(),
                 servers: shared.names.to_vec(),

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::shutdown::Shutdown;
-use crate::stats::Registry;
+use arc_swap::ArcSwap;
+
+use super::View;
 use tokio::io::AsyncWriteExt;
 
 /// Binds the stats listener now, so a taken port fails start-up, as nutcracker's does.
@@ -25,7 +27,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// Serves the stats JSON until shutdown, on its own thread.
 pub fn spawn(
     listener: std::net::TcpListener,
-    registry: Arc<Registry>,
+    views: Arc<ArcSwap<View>>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -45,7 +47,7 @@ pub fn spawn(
                     tokio::select! {
                         c = listener.accept() => {
                             if let Ok((mut s, _)) = c {
-                                let json = registry.render_json();
+                                let json = views.load().registry.render_json();
                                 tokio::spawn(async move {
                                     let _ = s.write_all(json.as_bytes()).await;
                                     let _ = s.shutdown().await;

@@ -37,11 +37,29 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(index: usize, config: HttpPool, chains: PoolChains) -> Shared {
+        Shared::succeed(index, config, chains, None)
+    }
+
+    /// The pool made from `config` after a reload, following `old` (the pool of that name
+    /// before): an upstream configured as before is the same upstream, with its servers'
+    /// failures and its balancing.
+    pub fn succeed(
+        index: usize,
+        config: HttpPool,
+        chains: PoolChains,
+        old: Option<&Shared>,
+    ) -> Shared {
         let router = route::Router::new(&config.locations);
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| Arc::new(balance::UpstreamShared::new(u.clone())))
+            .map(|u| {
+                let kept = old.and_then(|o| o.upstreams.iter().find(|x| x.config == *u));
+                kept.map_or_else(
+                    || Arc::new(balance::UpstreamShared::new(u.clone())),
+                    Arc::clone,
+                )
+            })
             .collect();
         Shared {
             index,
@@ -93,18 +111,34 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(stats: Arc<PoolStats>, shared: Arc<Shared>) -> Rc<Worker> {
+        Worker::succeed(stats, shared, None)
+    }
+
+    /// This worker's view of a reloaded pool, following `old`: an upstream that stayed keeps
+    /// its balancer and its idle connections; plugins are instantiated anew.
+    pub fn succeed(stats: Arc<PoolStats>, shared: Arc<Shared>, old: Option<&Worker>) -> Rc<Worker> {
         let plugins = PoolPlugins::new(&shared.config.name, &shared.chains);
-        let balancers = shared
-            .upstreams
-            .iter()
-            .map(|u| balance::Balancer::new(Arc::clone(u)))
-            .collect();
-        let conns = shared
-            .config
-            .upstreams
-            .iter()
-            .map(|u| conn_pool::ConnPool::new(u.servers.len(), u.keepalive))
-            .collect();
+        let mut balancers = Vec::with_capacity(shared.upstreams.len());
+        let mut conns = Vec::with_capacity(shared.upstreams.len());
+        for (u, config) in shared.upstreams.iter().zip(&shared.config.upstreams) {
+            let before = old.and_then(|o| {
+                let at = o.shared.upstreams.iter().position(|x| Arc::ptr_eq(x, u))?;
+                // The old view, still serving requests begun before, gets fresh ones.
+                let fresh = balance::Balancer::new(Arc::clone(u));
+                let balancer = std::mem::replace(&mut o.balancers.borrow_mut()[at], fresh);
+                let empty = conn_pool::ConnPool::new(config.servers.len(), 0);
+                let idle = std::mem::replace(&mut o.conns.borrow_mut()[at], empty);
+                Some((balancer, idle))
+            });
+            let (balancer, idle) = before.unwrap_or_else(|| {
+                (
+                    balance::Balancer::new(Arc::clone(u)),
+                    conn_pool::ConnPool::new(config.servers.len(), config.keepalive),
+                )
+            });
+            balancers.push(balancer);
+            conns.push(idle);
+        }
         let access_log = shared.config.access_log.as_deref().and_then(|path| {
             access_log::AccessLog::open(path)
                 .map_err(|e| tracing::error!(pool = %shared.config.name, path = %path.display(), "cannot open the access log: {e}"))

@@ -68,6 +68,12 @@ impl Decoder {
         }
     }
 
+    /// New limits (a reload changed the pool), for the requests not begun yet.
+    pub fn set_limits(&mut self, item_size_max: usize, batch_keys: usize) {
+        self.item_size_max = item_size_max;
+        self.batch_keys = batch_keys.max(1);
+    }
+
     /// The next request in `buf`, taken from it. `Ok(None)`: more bytes are needed (bytes
     /// being swallowed may have been dropped; nothing else was taken). After a refusal the next
     /// request decodes cleanly, except after a fatal one (the connection is to close).

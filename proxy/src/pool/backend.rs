@@ -54,11 +54,21 @@ impl Target {
     fn counters(&self) -> &ServerCounters {
         &self.stats.servers[self.index]
     }
+
+    /// The server's counters, to keep while a connection lives without keeping the rest of
+    /// the pool's generation (a reload may replace it meanwhile).
+    fn shared_counters(&self) -> Arc<ServerCounters> {
+        Arc::clone(&self.stats.servers[self.index])
+    }
 }
 
 /// The state shared between the clients that enqueue and the task that drives the socket.
 pub struct Backend {
-    target: Rc<Target>,
+    /// Swapped by a reload that keeps the server (`retarget`).
+    target: RefCell<Rc<Target>>,
+    /// A reload took the server out of the pool: the connection closes once nothing is in
+    /// flight on it.
+    retired: Cell<bool>,
     /// Bytes waiting to be written.
     queue: RefCell<BytesMut>,
     /// Requests written or queued, in order; replies come back in this order.
@@ -91,7 +101,8 @@ const READ_CHUNK: usize = 16 * 1024;
 impl Backend {
     pub fn new(target: Rc<Target>) -> Rc<Backend> {
         Rc::new(Backend {
-            target,
+            target: RefCell::new(target),
+            retired: Cell::new(false),
             queue: RefCell::new(BytesMut::with_capacity(READ_CHUNK)),
             inflight: RefCell::new(VecDeque::with_capacity(64)),
             written: Cell::new(0),
@@ -106,16 +117,33 @@ impl Backend {
         })
     }
 
+    fn target(&self) -> Rc<Target> {
+        Rc::clone(&self.target.borrow())
+    }
+
+    /// Serves the same server as part of a reloaded pool: its health, its counters and its
+    /// place in the new config are `target`'s from now on.
+    pub fn retarget(&self, target: Rc<Target>) {
+        *self.target.borrow_mut() = target;
+    }
+
+    /// The server left the pool in a reload: what is in flight is answered, then the
+    /// connection closes.
+    pub fn retire(&self) {
+        self.retired.set(true);
+        self.wake.wake();
+    }
+
     /// True when the queue holds more than the pool's `queue_max`: the client that sent the
     /// last request there waits for `room` before sending more.
     pub fn is_full(&self) -> bool {
-        self.queue.borrow().len() >= self.target.shared.queue_max
+        self.queue.borrow().len() >= self.target.borrow().shared.queue_max
     }
 
     /// Ready once the queue has room again (under half of `queue_max`), or the connection
     /// failed and dropped it.
     pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.queue.borrow().len() < self.target.shared.queue_max / 2 {
+        if self.queue.borrow().len() < self.target.borrow().shared.queue_max / 2 {
             return Poll::Ready(());
         }
         let mut waiters = self.waiters.borrow_mut();
@@ -218,18 +246,15 @@ impl Backend {
         join: Join,
         opaque: u32,
     ) {
-        let stats = self.target.counters();
+        let target = self.target.borrow();
+        let stats = target.counters();
         stats.requests.incr();
         stats.request_bytes.add(len as u64);
-        if before + len >= self.target.shared.queue_max {
+        if before + len >= target.shared.queue_max {
             dest.sink.backpressure(self);
         }
-        let deadline = self
-            .target
-            .shared
-            .config
-            .timeout
-            .map(|t| Instant::now() + t);
+        let deadline = target.shared.config.timeout.map(|t| Instant::now() + t);
+        drop(target);
         self.inflight.borrow_mut().push_back(Inflight {
             dest,
             kind,
@@ -269,11 +294,12 @@ impl Backend {
 
     /// Connects, then drives the connection until it fails or has nothing left to do.
     async fn run(self: Rc<Self>) {
-        let stats = self.target.counters();
+        let stats = self.target().shared_counters();
         // Each connection asks anew: the server may have been replaced by an older one.
         self.meta.set(None);
-        self.since
-            .set(self.target.shared.health[self.target.index].epoch());
+        let target = self.target();
+        self.since.set(target.shared.health[target.index].epoch());
+        drop(target);
         let result = match self.connect().await {
             Ok(stream) => {
                 self.generation.set(self.generation.get() + 1);
@@ -291,7 +317,7 @@ impl Backend {
                 Failure::Closed => stats.server_eof.incr(),
                 _ => stats.server_err.incr(),
             }
-            tracing::warn!(server = %self.target.name(), reason = failure.text(), "server connection failed");
+            tracing::warn!(server = %self.target().name(), reason = failure.text(), "server connection failed");
             self.fail_all(failure);
         }
         self.running.set(false);
@@ -304,9 +330,10 @@ impl Backend {
 
     /// Connects within the pool's `timeout` (10 s without one).
     async fn connect(&self) -> Result<Stream, Failure> {
-        let cfg = &self.target.shared.config;
+        let target = self.target();
+        let cfg = &target.shared.config;
         let limit = cfg.timeout.unwrap_or(Duration::from_secs(10));
-        let addr = &cfg.servers[self.target.index].addr;
+        let addr = &cfg.servers[target.index].addr;
         Stream::connect(addr, cfg.tcpkeepalive, limit)
             .await
             .map_err(|e| match e.kind() {
@@ -320,7 +347,7 @@ impl Backend {
     /// `mn` may close the connection (nutcracker does), taking the requests on it along.
     async fn probe_meta(self: Rc<Self>, generation: u64) {
         let limit = self
-            .target
+            .target()
             .shared
             .config
             .timeout
@@ -334,14 +361,20 @@ impl Backend {
 
     /// Writes queued requests and reads replies until the connection fails or goes idle.
     async fn drive(&self, stream: &Stream) -> Result<(), Failure> {
-        let stats = self.target.counters();
+        let (stats, item_size_max) = {
+            let target = self.target();
+            (target.shared_counters(), target.shared.config.item_size_max)
+        };
         let mut group: Vec<Inflight> = Vec::new();
         let mut pieces: Vec<Bytes> = Vec::new();
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut sending = BytesMut::with_capacity(READ_CHUNK);
-        let mut scanner = ReplyScanner::new(self.target.shared.config.item_size_max);
+        let mut scanner = ReplyScanner::new(item_size_max);
         let mut timer = Timer::default();
         loop {
+            if self.retired.get() && self.inflight.borrow().is_empty() {
+                return Ok(());
+            }
             if sending.is_empty() {
                 self.take_queued(&mut sending);
             }
@@ -378,7 +411,8 @@ impl Backend {
                         let reply = rbuf.split_to(n).freeze();
                         if !replied {
                             replied = true;
-                            self.target.shared.record_success(self.target.index);
+                            let target = self.target();
+                            target.shared.record_success(target.index);
                         }
                         // The request the reply answers, with those joined to its line.
                         {
@@ -454,18 +488,16 @@ impl Backend {
     /// connections to go to their keys' new owners when the failure took the server out of the
     /// ring, and get the error otherwise.
     fn fail_all(&self, failure: Failure) {
-        let shared = &self.target.shared;
+        let target = self.target();
+        let shared = &target.shared;
         let standing = shared.record_failure(
-            self.target.index,
+            target.index,
             self.since.get(),
-            &self.target.stats,
+            &target.stats,
             failure.text(),
         );
         if standing == Standing::EjectedNow {
-            tokio::task::spawn_local(health::probe_until_alive(
-                Arc::clone(shared),
-                self.target.index,
-            ));
+            tokio::task::spawn_local(health::probe_until_alive(Arc::clone(shared), target.index));
         }
         self.joins.borrow_mut().clear();
         let queued = std::mem::take(&mut *self.queue.borrow_mut()).freeze();
@@ -564,7 +596,7 @@ mod tests {
         );
         let config = Config::parse(&yaml, Path::new("t.yml")).expect("config");
         let pool = config.pools.into_iter().next().expect("a pool");
-        let shared = Arc::new(PoolShared::new(0, pool, Default::default()));
+        let shared = PoolShared::new(0, pool, Default::default());
         let target = Target {
             shared: Arc::clone(&shared),
             index: 0,

@@ -27,11 +27,22 @@ pub struct Health {
     ejections: AtomicU64,
     rejoins: AtomicU64,
     changed_at_us: AtomicU64,
+    /// A reload took the server out of the config: its probe stops.
+    retired: AtomicBool,
 }
 
 impl Health {
     pub fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// The server left the config in a reload.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// What a connection starting now notes (see `PoolShared::record_failure`).
@@ -133,8 +144,18 @@ impl PoolShared {
         Standing::EjectedNow
     }
 
-    /// Rebuilds the ring from the servers not ejected, as nutcracker rebuilds its continuum.
+    /// Rebuilds the ring from the servers not ejected, as nutcracker rebuilds its continuum;
+    /// and the ring of the pool's newest generation, when a reload made one since.
     pub fn rebuild_ring(&self) {
+        self.rebuild_own_ring();
+        if let Some(latest) = self.lineage.latest()
+            && !std::ptr::eq(&*latest, self)
+        {
+            latest.rebuild_own_ring();
+        }
+    }
+
+    fn rebuild_own_ring(&self) {
         let _guard = self.ring_lock.0.lock().unwrap_or_else(|e| e.into_inner());
         self.ring.store(std::sync::Arc::new(self.build_ring()));
     }
@@ -167,6 +188,9 @@ pub async fn probe_until_alive(pool: std::sync::Arc<PoolShared>, server: usize) 
     let limit = pool.config.timeout.unwrap_or(Duration::from_secs(1));
     loop {
         tokio::time::sleep(retry).await;
+        if pool.health[server].is_retired() {
+            return;
+        }
         match tokio::time::timeout(limit, probe(&pool, server, limit)).await {
             Ok(Ok(())) => {
                 pool.rejoin(server);

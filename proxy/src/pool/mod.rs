@@ -11,7 +11,7 @@ mod place;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -86,31 +86,98 @@ pub struct PoolShared {
     /// Request bytes a server connection queues before its clients wait (backpressure).
     pub queue_max: usize,
     pub ring: ArcSwap<Ring>,
-    /// Each server's failures and ejection, shared by every worker.
-    pub health: Vec<Health>,
+    /// Each server's failures and ejection, shared by every worker, and by the pool's next
+    /// generation when a reload keeps the server.
+    pub health: Vec<Arc<Health>>,
     ring_lock: health::RingLock,
+    /// The pool's newest generation (see [`Lineage`]).
+    lineage: Arc<Lineage>,
     /// The pool's plugins, compiled; each worker instantiates its own.
     pub plugins: PoolChains,
 }
 
+/// Every generation of a pool (one per reload) shares its lineage, which knows the newest: an
+/// ejection or rejoin seen through an older generation (a connection not yet moved over, a
+/// probe started before the reload) rebuilds the ring that places requests now.
+#[derive(Default)]
+pub struct Lineage(Mutex<Weak<PoolShared>>);
+
+impl Lineage {
+    fn latest(&self) -> Option<Arc<PoolShared>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).upgrade()
+    }
+}
+
 impl PoolShared {
-    pub fn new(index: usize, config: Pool, plugins: PoolChains) -> PoolShared {
+    pub fn new(index: usize, config: Pool, plugins: PoolChains) -> Arc<PoolShared> {
+        PoolShared::succeed(index, config, plugins, None)
+    }
+
+    /// The pool made from `config`, following `old` (the pool of that name before a reload):
+    /// a server that stays (same name in the ring, same address) keeps its health, so an
+    /// ejected server stays out until its probe brings it back; servers that leave are retired.
+    pub fn succeed(
+        index: usize,
+        config: Pool,
+        plugins: PoolChains,
+        old: Option<&PoolShared>,
+    ) -> Arc<PoolShared> {
         let names: Arc<[String]> = config.servers.iter().map(|s| s.ring_name()).collect();
+        let health: Vec<Arc<Health>> = config
+            .servers
+            .iter()
+            .zip(names.iter())
+            .map(|(server, name)| {
+                let kept = old.and_then(|old| old.find(name, server));
+                kept.map_or_else(Arc::default, |i| Arc::clone(&old.expect("found").health[i]))
+            })
+            .collect();
         let empty = Ring::build(config.distribution, &[], &[]);
-        let shared = PoolShared {
+        let shared = Arc::new(PoolShared {
             index,
             queue_max: QUEUE_MAX.max(4 * config.item_size_max),
-            health: (0..config.servers.len())
-                .map(|_| Health::default())
-                .collect(),
+            health,
             config,
             names,
             ring: ArcSwap::from_pointee(empty),
             plugins,
             ring_lock: health::RingLock::default(),
-        };
+            lineage: old.map_or_else(Arc::default, |o| Arc::clone(&o.lineage)),
+        });
         shared.rebuild_ring();
+        if old.is_none() {
+            shared.commit();
+        }
         shared
+    }
+
+    /// Makes this the pool's newest generation (a reload took effect): ring changes seen
+    /// through older ones rebuild its ring from now on, and it is rebuilt once now for any
+    /// seen while the reload was under way.
+    pub fn commit(self: &Arc<Self>) {
+        *self.lineage.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(self);
+        self.rebuild_ring();
+    }
+
+    /// The servers of this pool that `next` (its successor in a reload) no longer has are
+    /// served no more: their probes stop.
+    pub fn retire_left(&self, next: &PoolShared) {
+        let left = self
+            .health
+            .iter()
+            .filter(|h| !next.health.iter().any(|n| Arc::ptr_eq(n, h)));
+        left.for_each(|h| h.retire());
+    }
+
+    /// The index of the server named `name` in the ring at `server`'s address, if the pool has it.
+    pub fn find(&self, name: &str, server: &crate::config::ServerSpec) -> Option<usize> {
+        let mut same = self.names.iter().zip(&self.config.servers);
+        same.position(|(n, s)| n == name && s.addr == server.addr)
+    }
+
+    /// This pool's servers are served no more (the pool left the config): their probes stop.
+    pub fn retire(&self) {
+        self.health.iter().for_each(|h| h.retire());
     }
 
     /// The ring over the servers not ejected, as nutcracker builds its continuum.
@@ -146,9 +213,22 @@ impl WorkerPool {
         stats: Arc<PoolStats>,
         registry: Arc<Registry>,
     ) -> Rc<WorkerPool> {
+        WorkerPool::succeed(shared, stats, registry, None)
+    }
+
+    /// This worker's view of a reloaded pool, following `old`: the connections to servers that
+    /// stay are kept (moved over to the new config); those to servers that left are retired:
+    /// they answer what is in flight, then close. Plugins are instantiated anew.
+    pub fn succeed(
+        shared: Arc<PoolShared>,
+        stats: Arc<PoolStats>,
+        registry: Arc<Registry>,
+        old: Option<&WorkerPool>,
+    ) -> Rc<WorkerPool> {
         let cfg = &shared.config;
         let plugins = (!shared.plugins.is_empty())
             .then(|| RefCell::new(PoolPlugins::new(&cfg.name, &shared.plugins)));
+        let mut kept = vec![false; old.map_or(0, |o| o.servers.len())];
         let servers = (0..cfg.servers.len())
             .map(|index| {
                 let target = Rc::new(Target {
@@ -157,9 +237,28 @@ impl WorkerPool {
                     stats: Arc::clone(&stats),
                 });
                 let n = cfg.server_connections.max(1) as usize;
-                (0..n).map(|_| Backend::new(Rc::clone(&target))).collect()
+                let before = old.and_then(|o| {
+                    let at = o.shared.find(&shared.names[index], &cfg.servers[index])?;
+                    kept[at] = true;
+                    Some(&o.servers[at])
+                });
+                let mut conns: Vec<Rc<Backend>> = Vec::with_capacity(n);
+                for (i, b) in before.into_iter().flatten().enumerate() {
+                    if i < n {
+                        b.retarget(Rc::clone(&target));
+                        conns.push(Rc::clone(b));
+                    } else {
+                        b.retire();
+                    }
+                }
+                conns.resize_with(n, || Backend::new(Rc::clone(&target)));
+                conns
             })
             .collect();
+        if let Some(old) = old {
+            let gone = old.servers.iter().zip(&kept).filter(|(_, k)| !**k);
+            gone.flat_map(|(conns, _)| conns).for_each(|b| b.retire());
+        }
         Rc::new(WorkerPool {
             shared,
             stats,
@@ -179,6 +278,12 @@ impl WorkerPool {
     /// How many servers the pool has.
     pub fn server_count(&self) -> usize {
         self.servers.len()
+    }
+
+    /// The pool left the config in a reload: every connection closes once what is in flight
+    /// on it is answered.
+    pub fn retire(&self) {
+        self.servers.iter().flatten().for_each(|b| b.retire());
     }
 
     /// Opens every connection now (`preconnect: true`).

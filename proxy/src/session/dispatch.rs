@@ -33,8 +33,9 @@ const STATS_GROUPS: [&[u8]; 5] = [b"slabs", b"items", b"sizes", b"settings", b"c
 /// Routes `req`; its reply (if any) is queued on the session in the client's order.
 pub fn dispatch(s: &Rc<Session>, req: Request, scratch: &mut Scratch) {
     let reserve = s.reply_bound(&req);
-    let filtered = match &s.pool.plugins {
-        Some(plugins) => match filter(&req, &mut plugins.borrow_mut(), &s.pool) {
+    let pool = s.pool();
+    let filtered = match &pool.plugins {
+        Some(plugins) => match filter(&req, &mut plugins.borrow_mut(), &pool) {
             Ok(filtered) => filtered,
             Err(line) => {
                 if !req.is_noreply() {
@@ -83,7 +84,7 @@ pub fn dispatch(s: &Rc<Session>, req: Request, scratch: &mut Scratch) {
 /// under its name (`STAT mc1:maxbytes ...`) with one `END`; `stats reset` resets every server.
 /// Anything else is memcached's `ERROR`.
 fn stats(s: &Rc<Session>, req: &Request, reserve: usize) {
-    let pool = &s.pool;
+    let pool = &s.pool();
     match req.tokens().next() {
         None => s.answer(Bytes::from(
             pool.registry.render_memcached(pool.shared.index),
@@ -231,7 +232,7 @@ fn forward_one(s: &Rc<Session>, req: &Request, filtered: Filtered, reserve: usiz
         Some(k) => k,
         None => req.placement_key(&mut scratch),
     };
-    let server = match s.pool.place(key) {
+    let server = match s.pool().place(key) {
         Ok(server) => server,
         Err(why) => {
             if !req.is_noreply() {
@@ -243,12 +244,12 @@ fn forward_one(s: &Rc<Session>, req: &Request, filtered: Filtered, reserve: usiz
     if req.command.is_retrieval() {
         return retrieve_one(s, req, server, new_key, reserve);
     }
-    let backend = s.pool.backend(server, s.id);
+    let backend = Rc::clone(s.pool().backend(server, s.id));
     if req.is_meta() && backend.refuses_meta() {
         // What a memcached without the meta protocol answers; a limited server never sees it.
         return s.answer(Bytes::from_static(ERROR));
     }
-    let values = Values::of(&s.pool, req);
+    let values = Values::of(&s.pool(), req);
     let hooked = values.is_some();
     let seq = if req.is_noreply() {
         UNANSWERED
@@ -288,7 +289,7 @@ fn retrieve_one(
     new_key: Option<&[u8]>,
     reserve: usize,
 ) {
-    let backend = s.pool.backend(server, s.id);
+    let backend = Rc::clone(s.pool().backend(server, s.id));
     let meta = backend.speaks_meta() && req.fits_meta_get();
     if !meta && let Some(new_key) = new_key {
         let mut g = s.pending.gather_for(
@@ -300,7 +301,7 @@ fn retrieve_one(
         g.frags.push(None);
         let seq = s
             .pending
-            .push_with(Slot::Gather(g), 1, reserve, Values::of(&s.pool, req));
+            .push_with(Slot::Gather(g), 1, reserve, Values::of(&s.pool(), req));
         return send_fragment(s, seq, 0, server as u16);
     }
     let (slot, kind) = if meta {
@@ -315,7 +316,7 @@ fn retrieve_one(
     };
     let seq = s
         .pending
-        .push_with(slot, 1, reserve, Values::of(&s.pool, req));
+        .push_with(slot, 1, reserve, Values::of(&s.pool(), req));
     if meta {
         backend.send_meta_get(s.dest(seq, 0), |buf, opaque| {
             req.write_as_meta_get(buf, new_key, opaque)
@@ -339,7 +340,7 @@ fn retrieve_many(
     scratch.servers.clear();
     let sent_keys = sent.as_deref().unwrap_or(&req.frame()[req.keys_range()]);
     for key in sent_keys.split(|&b| b == b' ').filter(|k| !k.is_empty()) {
-        match s.pool.place(key) {
+        match s.pool().place(key) {
             Ok(server) => scratch.servers.push(server as u16),
             Err(why) => return s.answer(Bytes::from_static(why.line())),
         }
@@ -350,8 +351,8 @@ fn retrieve_many(
         // All on one server and not rewritten: the request goes as it came, and so does the reply.
         let seq = s
             .pending
-            .push_with(Slot::Reply(None), 1, reserve, Values::of(&s.pool, req));
-        s.pool
+            .push_with(Slot::Reply(None), 1, reserve, Values::of(&s.pool(), req));
+        s.pool()
             .backend(first as usize, s.id)
             .send(s.dest(seq, 0), ReplyKind::Retrieval, |buf| {
                 buf.put_slice(req.frame());
@@ -363,7 +364,7 @@ fn retrieve_many(
     scratch.frag_of_server.clear();
     scratch
         .frag_of_server
-        .resize(s.pool.server_count(), u16::MAX);
+        .resize(s.pool().server_count(), u16::MAX);
     scratch.frag_servers.clear();
     for server in scratch.servers.iter_mut() {
         let f = &mut scratch.frag_of_server[*server as usize];
@@ -380,11 +381,11 @@ fn retrieve_many(
     gather.key_frag.extend_from_slice(&scratch.servers);
     gather.frags.resize(frags, None);
     gather.part = req.part;
-    let values = Values::of(&s.pool, req);
+    let values = Values::of(&s.pool(), req);
     let seq = s
         .pending
         .push_with(Slot::Gather(gather), frags as u16, reserve, values);
-    s.pool.stats.pool.fragments.add(frags as u64);
+    s.pool().stats.pool.fragments.add(frags as u64);
     for (frag, &server) in scratch.frag_servers.iter().enumerate() {
         send_fragment(s, seq, frag as u16, server);
     }
@@ -392,7 +393,7 @@ fn retrieve_many(
 
 /// Sends fragment `frag` of gather `seq` to `server` (joined to others there, see `join`).
 pub(super) fn send_fragment(s: &Rc<Session>, seq: Seq, frag: u16, server: u16) {
-    let backend = s.pool.backend(server as usize, s.id);
+    let backend = Rc::clone(s.pool().backend(server as usize, s.id));
     s.pending.with_gather(seq, |g| {
         backend.send_fragment(s.dest(seq, frag), g.prefix(), |buf| {
             g.write_fragment_keys(frag, buf)
@@ -403,14 +404,14 @@ pub(super) fn send_fragment(s: &Rc<Session>, seq: Seq, frag: u16, server: u16) {
 /// A request every server gets (`flush_all`, `stats <group>`), its replies gathered in `slot`
 /// (each server's as fragment `server`).
 fn broadcast(s: &Rc<Session>, req: &Request, slot: Slot, reserve: usize) {
-    let n = s.pool.server_count();
+    let n = s.pool().server_count();
     let seq = match req.is_noreply() {
         true => UNANSWERED,
         false => s.pending.push(slot, n as u16, reserve),
     };
     let kind = req.command.reply_kind();
     for server in 0..n {
-        s.pool
+        s.pool()
             .backend(server, s.id)
             .send(s.dest(seq, server as u16), kind, |buf| {
                 req.write_forward(buf, None)

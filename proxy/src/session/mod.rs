@@ -17,6 +17,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::current::Current;
 use crate::memcache::reply::MAX_STATS_REPLY;
 use crate::memcache::request::MAX_KEY_LEN;
 use crate::memcache::{Command, Decoder, Refusal, Request};
@@ -39,7 +40,8 @@ const SMALL_REPLY: usize = 512;
 
 /// One client connection as the servers' connections see it: where replies go.
 pub struct Session {
-    pub pool: Rc<WorkerPool>,
+    /// The pool requests are routed by: the newest one when each is read (see `Current`).
+    pool: RefCell<Rc<WorkerPool>>,
     /// Which of a server's connections this client's requests take (see `WorkerPool::backend`).
     pub id: usize,
     stream: Stream,
@@ -52,12 +54,17 @@ pub struct Session {
 impl Session {
     pub fn new(stream: Stream, pool: Rc<WorkerPool>, id: usize) -> Rc<Session> {
         Rc::new(Session {
-            pool,
+            pool: RefCell::new(pool),
             id,
             stream,
             pending: Pending::default(),
             full: RefCell::new(None),
         })
+    }
+
+    /// The pool this connection's requests are routed by now.
+    pub fn pool(&self) -> Rc<WorkerPool> {
+        Rc::clone(&self.pool.borrow())
     }
 
     /// Where a server connection reports fragment `frag` of request `seq`.
@@ -76,18 +83,18 @@ impl Session {
 
     /// Writes what is ready to the client, as far as the socket takes it now.
     fn flush(&self) {
-        self.pending.flush(&self.stream, &self.pool);
+        self.pending.flush(&self.stream, &self.pool.borrow());
     }
 
     /// The most bytes the reply to `req` can take, set aside while it is in flight.
     fn reply_bound(&self, req: &Request) -> usize {
-        let item = self.pool.shared.config.item_size_max;
+        let item = self.pool.borrow().shared.config.item_size_max;
         match req.command {
             _ if req.is_noreply() => 0,
             c if c.is_retrieval() => req.key_count() * (item + MAX_KEY_LEN + 48) + 8,
             Command::MetaGet => item + SMALL_REPLY,
             Command::Stats if req.tokens().next().is_some() => {
-                self.pool.server_count() * MAX_STATS_REPLY
+                self.pool.borrow().server_count() * MAX_STATS_REPLY
             }
             _ => SMALL_REPLY,
         }
@@ -99,7 +106,7 @@ impl Session {
     /// request larger than the whole buffer goes alone).
     fn has_room(&self, need: usize) -> bool {
         let p = &self.pending;
-        let budget = self.pool.shared.config.client_buffer;
+        let budget = self.pool.borrow().shared.config.client_buffer;
         if p.is_empty() && p.unwritten() == 0 {
             return true;
         }
@@ -132,15 +139,16 @@ impl ReplySink for Session {
 ///
 /// Replies are written by whichever task completes them (see `Session::reply`); this task
 /// reads and routes, and waits on the socket only when it is full.
-pub async fn serve(stream: Stream, pool: Rc<WorkerPool>, id: usize, mut shutdown: Shutdown) {
-    let counters = &pool.stats.pool;
-    let cfg = &pool.shared.config;
-    // Each batch of a long retrieval sets aside room for its keys' values: two batches fit in
-    // the buffer, so one is answered while the next is on its way.
-    let batch_keys =
-        (cfg.client_buffer / (2 * (cfg.item_size_max + MAX_KEY_LEN + 48))).clamp(1, 100);
-    let mut decoder = Decoder::new(cfg.item_size_max, batch_keys);
-    let s = Session::new(stream, Rc::clone(&pool), id);
+pub async fn serve(
+    stream: Stream,
+    current: Rc<Current<WorkerPool>>,
+    id: usize,
+    mut shutdown: Shutdown,
+) {
+    let mut pool = current.follow();
+    let mut decoder = Decoder::new(0, 1);
+    set_limits(&mut decoder, &pool.value);
+    let s = Session::new(stream, Rc::clone(&pool.value), id);
     let pending = &s.pending;
     let mut scratch = dispatch::Scratch::default();
     let mut inbuf = BytesMut::new();
@@ -151,6 +159,13 @@ pub async fn serve(stream: Stream, pool: Rc<WorkerPool>, id: usize, mut shutdown
     // `quit` or a fatal error: nothing more is read or routed.
     let mut closing = false;
     loop {
+        // A reload replaced the pool: the requests read from now on use the new one.
+        if pool.refresh() {
+            set_limits(&mut decoder, &pool.value);
+            *s.pool.borrow_mut() = Rc::clone(&pool.value);
+        }
+        let counters = &pool.value.stats.pool;
+        let cfg = &pool.value.shared.config;
         // Route what may go now.
         while !closing && s.full.borrow().is_none() {
             let req = match held.take() {
@@ -205,8 +220,10 @@ pub async fn serve(stream: Stream, pool: Rc<WorkerPool>, id: usize, mut shutdown
         }
         tokio::select! {
             biased;
-            () = pending.unblock(&s.stream, &pool), if pending.is_blocked() => {}
+            () = pending.unblock(&s.stream, &pool.value), if pending.is_blocked() => {}
             () = pending.ready.wait() => {}
+            // A reload: routing goes on with the new pool (an idle connection lets go of the old).
+            () = pool.changed() => {}
             () = poll_fn(|cx| full.as_ref().map_or(std::task::Poll::Pending, |b| b.poll_room(cx))), if full.is_some() => {
                 s.full.borrow_mut().take();
             }
@@ -227,11 +244,21 @@ pub async fn serve(stream: Stream, pool: Rc<WorkerPool>, id: usize, mut shutdown
     pending.close(&s.stream);
 }
 
+/// The decoder's limits from the pool's config. Each batch of a long retrieval sets aside room
+/// for its keys' values: two batches fit in the buffer, so one is answered while the next is on
+/// its way.
+fn set_limits(decoder: &mut Decoder, pool: &WorkerPool) {
+    let cfg = &pool.shared.config;
+    let batch_keys =
+        (cfg.client_buffer / (2 * (cfg.item_size_max + MAX_KEY_LEN + 48))).clamp(1, 100);
+    decoder.set_limits(cfg.item_size_max, batch_keys);
+}
+
 /// Answers a refused request (unless it said `noreply`), and unlinks the old value of a `set`
 /// too large to store, as memcached does. True when the connection is to close.
 fn refuse(s: &Rc<Session>, refusal: Refusal, scratch: &mut dispatch::Scratch) -> bool {
     if refusal.error.is_fatal() {
-        s.pool.stats.pool.client_err.incr();
+        s.pool().stats.pool.client_err.incr();
         s.pending
             .push(Slot::Close(Some(refusal.error.reply())), 0, 0);
         return true;

@@ -344,7 +344,7 @@ impl Pending {
             };
             let mut raw = self.raw.borrow_mut();
             self.write_slot(entry.slot, &mut raw);
-            pass_values(&values, &raw, out, pool);
+            pass_values(&values, &raw, out);
             if raw.capacity() > KEEP_OUT {
                 *raw = BytesMut::new();
             } else {

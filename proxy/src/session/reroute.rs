@@ -16,7 +16,7 @@ use crate::pool::{ReplySink, Seq, Unplaced, Unsent};
 /// retrieval whose keys now live on several servers is split further. Without a live owner the
 /// request gets `NO_SERVER` (or `PLUGIN_FAILED` when a `fail_closed` plugin failed placing it); a keyless one (a broadcast) gets the failure's error.
 pub(super) fn resend(s: &Rc<Session>, seq: Seq, frag: u16, req: Unsent) {
-    let pool = &s.pool;
+    let pool = &s.pool();
     let place = |key: &[u8]| pool.place(key).map(|server| server as u16);
     let failed =
         |s: &Rc<Session>, why: Unplaced| s.reply(seq, frag, Bytes::from_static(why.line()));

@@ -13,6 +13,9 @@ use crate::pool::WorkerPool;
 
 /// How a retrieval's reply passes through the value hooks.
 pub struct Values {
+    /// The pool the request was routed by: its reply passes that pool's hooks, even when a
+    /// reload has replaced the pool since.
+    pub pool: std::rc::Rc<WorkerPool>,
     pub command: Command,
     /// A batch of a line read in batches: its reply is partly written already, so a value a
     /// hook fails is left out (a miss); otherwise the reply becomes `SERVER_ERROR plugin
@@ -26,7 +29,7 @@ pub struct Values {
 impl Values {
     /// The value hooks the reply to `req` passes through, when the pool's plugins may have any
     /// and the reply can hold a value.
-    pub fn of(pool: &WorkerPool, req: &Request) -> Option<Box<Values>> {
+    pub fn of(pool: &std::rc::Rc<WorkerPool>, req: &Request) -> Option<Box<Values>> {
         let plugins = pool.plugins.as_ref()?;
         let meta = match req.command {
             c if c.is_retrieval() => None,
@@ -39,6 +42,7 @@ impl Values {
             return None;
         }
         Some(Box::new(Values {
+            pool: std::rc::Rc::clone(pool),
             command: req.command,
             batch: req.part.is_batch(),
             meta,
@@ -47,8 +51,9 @@ impl Values {
 }
 
 /// Writes `raw`, a reply as the servers and walnut made it, into `out` with its values passed
-/// through the pool's value hooks.
-pub fn pass_values(values: &Values, raw: &[u8], out: &mut BytesMut, pool: &WorkerPool) {
+/// through the value hooks of the pool the request was routed by.
+pub fn pass_values(values: &Values, raw: &[u8], out: &mut BytesMut) {
+    let pool = &*values.pool;
     let Some(plugins) = &pool.plugins else {
         out.put_slice(raw);
         return;

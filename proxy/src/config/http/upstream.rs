@@ -15,7 +15,7 @@ const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_SERVERS: usize = 64;
 
 /// A named group of servers (nginx's `upstream NAME { ... }`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub name: String,
     pub servers: Vec<UpstreamServer>,

@@ -145,7 +145,7 @@ enum Woke {
     Client(io::Result<usize>),
 }
 
-impl Session<'_> {
+impl Session {
     /// One try on server `i` of upstream `u` over `conn`.
     pub(super) async fn attempt(
         &mut self,
@@ -154,7 +154,7 @@ impl Session<'_> {
         i: usize,
         req: &Forward<'_>,
     ) -> Outcome {
-        let w = self.w;
+        let w = std::rc::Rc::clone(&self.w.value);
         let cfg = &w.shared.config;
         let server = &w.shared.upstreams[u].config.servers[i];
         self.upstream_head(req.method_override, req.framing, &server.text);
@@ -294,7 +294,7 @@ impl Session<'_> {
     /// Runs the response hooks of the pool's and `location`'s plugins on the response head,
     /// the first `len` bytes of `up`; false when a `fail_closed` plugin failed.
     fn response_hooks(&mut self, len: usize, location: usize) -> bool {
-        let w = self.w;
+        let w = std::rc::Rc::clone(&self.w.value);
         let ws = &mut *self.ws;
         ws.resp_headers = None;
         if !w
@@ -323,7 +323,8 @@ impl Session<'_> {
 
     /// Sends the response whose head is the first `len` bytes of `up` to the client.
     async fn relay_response(&mut self, conn: &mut Conn, len: usize, req: &Forward<'_>) -> Outcome {
-        let cfg = &self.w.shared.config;
+        let w = std::rc::Rc::clone(&self.w.value);
+        let cfg = &w.shared.config;
         let resp_framing = self.ws.resp.framing.unwrap_or(Framing::None);
         let h11 = self.ws.head.minor == 1;
         let (out_mode, mut keep) = match resp_framing {

@@ -10,7 +10,7 @@ use crate::http::balance::{Tries, now_ms};
 use crate::http::conn_pool::{self, ConnectError};
 use crate::http::head::Framing;
 
-impl Session<'_> {
+impl Session {
     /// Passes the request to upstream `u`; false when the client connection must close.
     pub(super) async fn proxy(
         &mut self,
@@ -32,7 +32,7 @@ impl Session<'_> {
     /// Writes the request's hash key into `key`: a plugin's, else the upstream's `hash:`
     /// template; false when there is none.
     fn render_key(&mut self, u: usize) -> bool {
-        let w = self.w;
+        let w = std::rc::Rc::clone(&self.w.value);
         if let Some(k) = &self.ws.edits.hash_key {
             self.ws.key.clear();
             self.ws.key.extend_from_slice(k);
@@ -76,7 +76,7 @@ impl Session<'_> {
         method_override: Option<&str>,
         key: Option<&[u8]>,
     ) -> bool {
-        let w = self.w;
+        let w = std::rc::Rc::clone(&self.w.value);
         let cfg = &w.shared.config;
         let framing = self.ws.head.framing.unwrap_or(Framing::None);
         let client_head = self.method() == b"HEAD";

@@ -7,7 +7,7 @@ use crate::http::date::put_date;
 use crate::http::head::Framing;
 use crate::http::headers::{self, hop_by_hop, put, put_number, replaced_upstream};
 
-impl Session<'_> {
+impl Session {
     /// Writes the request head for an upstream into `out`.
     pub(super) fn upstream_head(
         &mut self,

@@ -12,7 +12,7 @@ use crate::http::date::put_date;
 use crate::http::head::Framing;
 use crate::http::headers::{hop_by_hop, put, put_number, reason};
 
-impl Session<'_> {
+impl Session {
     /// Answers locally with `status` (a short default body unless `body` is given). When the
     /// request's body is unread it is discarded after (if `keep`), else the connection closes.
     pub(super) async fn local(

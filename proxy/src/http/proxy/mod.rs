@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::task::Poll;
 
 use bytes::Buf;
@@ -17,6 +18,7 @@ use super::path;
 use super::plugins::{HttpCall, HttpVerdict};
 use super::{Worker, access_log};
 use crate::config::LocationAction;
+use crate::current::{Current, Follow};
 use crate::shutdown::Shutdown;
 use crate::timer::Timer;
 
@@ -36,8 +38,9 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A connection's state. Idle, it holds no buffer; while a request is served it holds a
 /// [`Workspace`] lent by the worker, so nothing is allocated per request once warm.
-struct Session<'w> {
-    w: &'w Worker,
+struct Session {
+    /// The pool's state in this worker: the newest when each request starts (see `Current`).
+    w: Follow<Worker>,
     client: TcpStream,
     remote: IpAddr,
     /// `remote` as text, written into every request's forwarded headers.
@@ -55,9 +58,14 @@ struct Session<'w> {
 }
 
 /// Serves one client until it closes, misbehaves, idles out or walnut shuts down.
-pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shutdown) {
+pub async fn serve(
+    current: &Rc<Current<Worker>>,
+    client: TcpStream,
+    remote: IpAddr,
+    shutdown: Shutdown,
+) {
     let mut s = Session {
-        w,
+        w: current.follow(),
         client,
         remote,
         remote_text: remote.to_string().into_bytes(),
@@ -89,6 +97,8 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
             }
         }
         first = false;
+        // A reload replaced the pool: this request and the next use the new one.
+        s.w.refresh();
         let started = std::time::Instant::now();
         s.ws.served.clear();
         let keep = s.handle().await;
@@ -127,7 +137,7 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
     s.release();
 }
 
-impl Session<'_> {
+impl Session {
     /// Takes a workspace from the worker, unless one is held.
     fn acquire(&mut self) {
         if !self.held {
@@ -157,6 +167,11 @@ impl Session<'_> {
             let ready = tokio::select! {
                 r = self.timer.within(deadline, self.client.readable()) => matches!(r, Ok(Ok(()))),
                 () = self.shutdown.recv(), if stoppable => false,
+                // A reload while idle: let go of the old pool now, and wait on.
+                () = self.w.changed() => {
+                    self.w.refresh();
+                    continue;
+                }
             };
             if !ready {
                 return false;
@@ -179,9 +194,9 @@ impl Session<'_> {
 
     /// Reads the next request head. `Ok(false)`: the client closed, idled out, or shutdown.
     async fn read_head(&mut self, first: bool) -> Result<bool, Refusal> {
-        let cfg = &self.w.shared.config;
         // The first request's whole head must come within client_header_timeout; a later one
         // may keep the client waiting for keepalive_timeout, and shutdown ends that wait.
+        let cfg = &self.w.shared.config;
         let mut deadline = Instant::now() + cfg.client_header_timeout;
         if self.ws.buf.is_empty() {
             let wait = if first {
@@ -193,9 +208,11 @@ impl Session<'_> {
                 return Ok(false);
             }
             if !first {
-                deadline = Instant::now() + cfg.client_header_timeout;
+                deadline = Instant::now() + self.w.shared.config.client_header_timeout;
             }
         }
+        let w = Rc::clone(&self.w.value);
+        let cfg = &w.shared.config;
         loop {
             if !self.ws.buf.is_empty()
                 && let Some(len) = head::parse_request(
@@ -259,7 +276,7 @@ impl Session<'_> {
 
     /// Answers the request in `head`; false when the connection must close.
     async fn handle(&mut self) -> bool {
-        let w = self.w;
+        let w = std::rc::Rc::clone(&self.w.value);
         if self.method() == b"TRACE" {
             // nginx refuses TRACE outright (it would echo credentials back) and closes.
             self.ws.head.keep_alive = false;
