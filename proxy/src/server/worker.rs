@@ -19,6 +19,7 @@ use crate::current::Current;
 use crate::net::Stream;
 use crate::pool::WorkerPool;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::wake::LocalWake;
 
 /// How long shutdown waits for in-flight requests before leaving anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -58,42 +59,52 @@ impl Served {
     }
 }
 
-pub fn run(w: usize, follow: Follow, mut shutdown: Shutdown) -> std::io::Result<()> {
+pub fn run(w: usize, follow: Follow, shutdown: Shutdown) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let live = Rc::new(Live::default());
-        let mut pools: HashMap<String, Served> = HashMap::new();
-        let Follow {
-            mut generations,
-            applied,
-        } = follow;
-        loop {
-            let generation = Arc::clone(&generations.borrow_and_update());
-            take_over(w, &generation, &mut pools, &live);
-            applied[w].store(generation.id, Ordering::Release);
-            tokio::select! {
-                changed = generations.changed() => if changed.is_err() {
-                    shutdown.recv().await;
-                    break;
-                },
-                () = shutdown.recv() => break,
-            }
-        }
-        for served in pools.values() {
-            served.stop.fire();
-            served.drain.fire();
-        }
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while live.count.get() > 0 {
-                live.idle.wait().await;
-            }
-        })
-        .await;
+        // The work runs in a task of its own: the future `block_on` runs is polled each time
+        // any task of the worker wakes, so it only waits on a flag.
+        let done = Rc::new(LocalWake::default());
+        tokio::task::spawn_local(serve(w, follow, shutdown, Rc::clone(&done)));
+        done.wait().await;
         Ok(())
     })
+}
+
+/// Serves each generation in turn until shutdown, then lets in-flight requests finish.
+async fn serve(w: usize, follow: Follow, mut shutdown: Shutdown, done: Rc<LocalWake>) {
+    let live = Rc::new(Live::default());
+    let mut pools: HashMap<String, Served> = HashMap::new();
+    let Follow {
+        mut generations,
+        applied,
+    } = follow;
+    loop {
+        let generation = Arc::clone(&generations.borrow_and_update());
+        take_over(w, &generation, &mut pools, &live);
+        applied[w].store(generation.id, Ordering::Release);
+        tokio::select! {
+            changed = generations.changed() => if changed.is_err() {
+                shutdown.recv().await;
+                break;
+            },
+            () = shutdown.recv() => break,
+        }
+    }
+    for served in pools.values() {
+        served.stop.fire();
+        served.drain.fire();
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while live.count.get() > 0 {
+            live.idle.wait().await;
+        }
+    })
+    .await;
+    done.wake();
 }
 
 /// Serves `generation` from now on.
