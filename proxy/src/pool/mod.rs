@@ -115,7 +115,8 @@ impl PoolShared {
 
     /// The pool made from `config`, following `old` (the pool of that name before a reload):
     /// a server that stays (same name in the ring, same address) keeps its health, so an
-    /// ejected server stays out until its probe brings it back; servers that leave are retired.
+    /// ejected server stays out until its probe brings it back. It takes over from `old` only
+    /// at `commit`, once the reload took effect.
     pub fn succeed(
         index: usize,
         config: Pool,
