@@ -34,6 +34,14 @@ pub fn block_stop_signals() -> Result<(), String> {
         // SAFETY: setting a signal's disposition to the default touches no memory of ours.
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
+    block_signals_in_this_thread()
+}
+
+/// Blocks the signals walnut handles in the calling thread (and the threads it starts). A
+/// thread started before `block_stop_signals` (the plugin engine's epoch thread: plugins load
+/// before walnut runs) calls it itself; else the kernel could hand it a SIGHUP, whose default
+/// action ends the process.
+pub fn block_signals_in_this_thread() -> Result<(), String> {
     let set = handled_signals();
     // SAFETY: pthread_sigmask reads the set we own and changes this thread's mask only.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };

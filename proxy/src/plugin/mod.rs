@@ -43,6 +43,10 @@ fn engine() -> &'static wasmtime::Engine {
         std::thread::Builder::new()
             .name("walnut-epoch".into())
             .spawn(move || {
+                // Signals are taken by walnut's signal thread alone.
+                if let Err(e) = crate::process::block_signals_in_this_thread() {
+                    tracing::warn!("plugin epoch thread: {e}");
+                }
                 loop {
                     std::thread::sleep(EPOCH_TICK);
                     ticker.increment_epoch();
