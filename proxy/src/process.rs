@@ -97,6 +97,20 @@ fn wait_for_signals(stop: ShutdownTrigger, reload: impl Fn()) {
     }
 }
 
+/// The calling thread's CPU time so far, in nanoseconds (0 if the clock cannot be read).
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Detaches from the terminal, as nutcracker's `-d` does. Call it before any thread starts.
 pub fn daemonize() -> Result<(), String> {
     // SAFETY: called before any thread is started, so fork duplicates only this thread; the

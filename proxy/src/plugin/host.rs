@@ -27,6 +27,8 @@ pub(super) struct Host {
     /// The last panic's message, until the fault it caused is reported.
     pub(super) panic: Option<String>,
     log: LogBudget,
+    /// The current call's time budget.
+    pub(super) budget: super::budget::Budget,
 }
 
 impl Host {
@@ -42,6 +44,7 @@ impl Host {
                 last: Instant::now(),
                 dropped: 0,
             },
+            budget: Default::default(),
         }
     }
 

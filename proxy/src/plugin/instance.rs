@@ -79,6 +79,7 @@ impl Instance {
         let data = Host::new(&compiled.name, &compiled.pool, compiled.memory_max);
         let mut store = Store::new(&engine, data);
         store.limiter(|h| h);
+        store.epoch_deadline_callback(|mut cx| cx.data_mut().budget.expired());
         let load_ticks = compiled.budget_ticks.max(LOAD_TICKS);
         store.set_epoch_deadline(load_ticks);
         let linker = host::linker(&engine).map_err(|e| format!("cannot link: {e}"))?;
@@ -173,6 +174,8 @@ impl Instance {
         let asked = len.max(MIN_BUFFER);
         // The budget covers this whole exchange, counted from now.
         self.store.set_epoch_deadline(ticks);
+        let tick_ns = super::EPOCH_TICK.as_nanos() as u64;
+        self.store.data_mut().budget.start(ticks, tick_ns);
         let ptr = self
             .buffer
             .call(&mut self.store, asked)

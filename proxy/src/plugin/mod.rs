@@ -1,6 +1,7 @@
 //! The wasmtime host: every plugin is compiled once when the config loads, instantiated once per
 //! worker, and called under a time budget (epoch interruption) and a memory cap.
 
+mod budget;
 pub mod chain;
 mod host;
 pub mod instance;
