@@ -205,27 +205,43 @@ pub fn meta_hit(reply: &[u8]) -> Option<MetaHit<'_>> {
     Some(hit)
 }
 
-/// The `n`th space-separated number of a reply line (counting from 0 after the code).
 /// The data length a `VALUE` line announces (`rest` is the line after `VALUE `, its `\r\n`
 /// included), when it is a line memcached writes: a key, the flags, the length and maybe a cas
 /// unique, one space apart. Anything else (two spaces, an empty key) is no `VALUE` line, so
-/// the scanner and `value_blocks` can never read one differently.
+/// the scanner and `value_blocks` can never read one differently. One pass over the bytes:
+/// every value of every retrieval comes through here.
 fn value_len(rest: &[u8]) -> Option<usize> {
     let line = rest.strip_suffix(b"\r\n")?;
-    let mut tokens = line.split(|&b| b == b' ');
-    let (key, flags, len) = (tokens.next()?, tokens.next()?, tokens.next()?);
-    let cas = tokens.next();
-    let digits = |t: &[u8]| !t.is_empty() && t.len() <= 20 && t.iter().all(u8::is_ascii_digit);
-    if key.is_empty()
-        || !digits(flags)
-        || cas.is_some_and(|c| !digits(c))
-        || tokens.next().is_some()
-    {
+    let key_end = memchr::memchr(b' ', line)?;
+    if key_end == 0 {
         return None;
     }
-    nth_number(len, 0)
+    // flags, length, cas unique: digits, one space apart, the cas unique optional.
+    let mut at = key_end + 1;
+    let mut len = None;
+    for field in 0..3 {
+        let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let max = if field == 1 { 10 } else { 20 };
+        if digits == 0 || digits > max {
+            return None;
+        }
+        if field == 1 {
+            let mut number = line[at..at + digits].iter();
+            len = Some(number.try_fold(0usize, |acc, &d| {
+                acc.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+            })?);
+        }
+        at += digits;
+        match line.get(at) {
+            None if field >= 1 => return len,
+            Some(b' ') if field < 2 => at += 1,
+            _ => return None,
+        }
+    }
+    None
 }
 
+/// The `n`th space-separated number of a reply line (counting from 0 after the code).
 fn nth_number(line: &[u8], n: usize) -> Option<usize> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -244,6 +260,67 @@ fn nth_number(line: &[u8], n: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `value_len` as a reading of tokens: the rule it implements, written plainly.
+    fn value_len_by_tokens(rest: &[u8]) -> Option<usize> {
+        let line = rest.strip_suffix(b"\r\n")?;
+        let mut tokens = line.split(|&b| b == b' ');
+        let (key, flags, len) = (tokens.next()?, tokens.next()?, tokens.next()?);
+        let cas = tokens.next();
+        let digits =
+            |t: &[u8], max| !t.is_empty() && t.len() <= max && t.iter().all(u8::is_ascii_digit);
+        if key.is_empty()
+            || !digits(flags, 20)
+            || !digits(len, 10)
+            || cas.is_some_and(|c| !digits(c, 20))
+            || tokens.next().is_some()
+        {
+            return None;
+        }
+        std::str::from_utf8(len).ok()?.parse().ok()
+    }
+
+    #[test]
+    fn value_lines_are_read_as_their_tokens_say() {
+        let alphabet: &[u8] = b"k0 9\r\n";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut cases: Vec<Vec<u8>> = [
+            &b"k 0 5\r\n"[..],
+            b"k 0 5 77\r\n",
+            b" 0 5\r\n",
+            b"k  0 5\r\n",
+            b"k 0 5 \r\n",
+            b"k 0 5 7 7\r\n",
+            b"k 0\r\n",
+            b"k 0 12345678901\r\n",
+            b"k 123456789012345678901 5\r\n",
+            b"k 0 9999999999\r\n",
+            b"k 0 5\n",
+        ]
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+        for _ in 0..20_000 {
+            let len = (seed % 14) as usize;
+            let case = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            cases.push(case);
+        }
+        for case in &cases {
+            assert_eq!(
+                value_len(case),
+                value_len_by_tokens(case),
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
 
     fn frame_all<'a>(stream: &'a [u8], kinds: &[ReplyKind]) -> Result<Vec<&'a [u8]>, BadReply> {
         let mut scanner = ReplyScanner::new(1 << 20);
