@@ -17,6 +17,7 @@ use super::path;
 use super::plugins::{HttpCall, HttpVerdict};
 use super::{Worker, access_log};
 use crate::config::LocationAction;
+use crate::plugin::RequestTag;
 use crate::shutdown::Shutdown;
 use crate::timer::Timer;
 
@@ -52,6 +53,9 @@ struct Session<'w> {
     shutdown: Shutdown,
     /// Every timeout of this connection, client and upstream side (one at a time).
     timer: Timer,
+    /// The current request's location and tag once its plugins ran (proxy-wasm filters end its
+    /// context when it is over).
+    hooked: Option<(Option<usize>, RequestTag)>,
 }
 
 /// Serves one client until it closes, misbehaves, idles out or walnut shuts down.
@@ -66,6 +70,7 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
         uri_copied: false,
         shutdown,
         timer: Timer::default(),
+        hooked: None,
     };
     let mut first = true;
     let linger = loop {
@@ -92,6 +97,11 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
         let started = std::time::Instant::now();
         s.ws.served.clear();
         let keep = s.handle().await;
+        if let Some((location, tag)) = s.hooked.take() {
+            s.w.plugins
+                .borrow_mut()
+                .http_done(location, tag, &s.w.stats);
+        }
         s.w.stats.latency.observe_since(started);
         s.log_access();
         if !keep {
@@ -290,6 +300,12 @@ impl Session<'_> {
         };
         self.ws.edits.clear();
         if w.plugins.borrow().runs_http(location) {
+            let tag = RequestTag::next(Some(self.remote));
+            self.hooked = w
+                .plugins
+                .borrow()
+                .runs_proxy_wasm(location)
+                .then_some((location, tag));
             // Plugins see the path the location was chosen by (nginx's `$uri`).
             let method = std::str::from_utf8(&hb[h.method.clone()]).unwrap_or("");
             let call = HttpCall {
@@ -303,6 +319,7 @@ impl Session<'_> {
                         .map(|(n, v)| (&hb[n.clone()], &hb[v.clone()]))
                 },
                 underscores: w.shared.config.underscores_in_headers,
+                tag,
             };
             let verdict = w
                 .plugins
