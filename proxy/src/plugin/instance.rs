@@ -56,6 +56,9 @@ const HOOK_EXPORTS: [&str; 6] = [
 
 /// A plugin instantiated in its own store, ready for hook calls: a walnut plugin, or a
 /// proxy-wasm filter answering walnut's hooks in walnut's ABI.
+// A walnut plugin stays inline (no indirection on its hook calls); there is one instance per
+// plugin per worker, so the size is of no matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Instance {
     Walnut(Walnut),
     ProxyWasm(Box<Filter>),

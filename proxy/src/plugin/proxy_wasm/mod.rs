@@ -304,6 +304,8 @@ impl Filter {
         if data.local.asked {
             data.local.asked = false;
             let status = u16::try_from(data.local.status).unwrap_or(0);
+            // `response.code` in `on_log` is the local answer's.
+            self.live[at].status = status;
             headers::local_response(&mut out, status, &data.local.headers, &data.local.body);
             return Ok((code::RESPOND, out));
         }
