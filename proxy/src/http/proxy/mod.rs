@@ -300,12 +300,13 @@ impl Session<'_> {
         };
         self.ws.edits.clear();
         if w.plugins.borrow().runs_http(location) {
-            let tag = RequestTag::next(Some(self.remote));
-            self.hooked = w
-                .plugins
-                .borrow()
-                .runs_proxy_wasm(location)
-                .then_some((location, tag));
+            // Only a proxy-wasm filter keeps a context per request (walnut plugins need no tag).
+            let filters = w.plugins.borrow().runs_proxy_wasm(location);
+            let tag = match filters {
+                true => RequestTag::next(Some(self.remote)),
+                false => RequestTag::default(),
+            };
+            self.hooked = filters.then_some((location, tag));
             // Plugins see the path the location was chosen by (nginx's `$uri`).
             let method = std::str::from_utf8(&hb[h.method.clone()]).unwrap_or("");
             let call = HttpCall {
