@@ -228,7 +228,7 @@ fn http_hook(c: &mut Criterion) {
                     edits.clear();
                     let verdict = plugins.http(&call, &mut edits, &stats);
                     assert_eq!(verdict, HttpVerdict::Continue);
-                    plugins.http_done(None, tag, &stats);
+                    plugins.http_done(None, tag, 200, &stats);
                     black_box(&edits);
                 })
             },

@@ -256,7 +256,12 @@ fn a_filter_reads_its_json_configuration() {
 #[test]
 fn a_filters_log_lines_reach_walnuts_log_named_and_on_one_line() {
     let backend = TestBackend::start();
-    let config = pool(&backend, "", &[("/", filter("pw-log", ""))]);
+    let both = format!("{}{}", filter("pw-log", ""), filter("pw-deny", ""));
+    let config = pool(
+        &backend,
+        "",
+        &[("/admin", both), ("/", filter("pw-log", ""))],
+    );
     let walnut = Proxy::walnut_with(&config, &["-w", "1"]);
     let got = curl(
         &url(&walnut, "/hello/there?x=1"),
@@ -308,13 +313,22 @@ fn a_filters_log_lines_reach_walnuts_log_named_and_on_one_line() {
         "{warned}"
     );
     assert!(!log.lines().any(|l| l.starts_with("FORGED")), "{log}");
-    // A local 404 walnut answers (no location matched would be; here a 200 after it) is logged
-    // with its own context.
+    // The next request has a context of its own.
     curl(&url(&walnut, "/second"), &[]);
     assert!(walnut_tests::eventually(
         std::time::Duration::from_secs(5),
         || walnut.log().contains("pw-log: done #3 /second status 200")
     ));
+    // A request answered locally by the filter after it (pw-deny): on_log still runs, and
+    // sees the status the client got (the /admin location has its own pw-log instance).
+    assert_eq!(curl(&url(&walnut, "/admin/x"), &[]).status, 403);
+    assert!(
+        walnut_tests::eventually(std::time::Duration::from_secs(5), || walnut
+            .log()
+            .contains("pw-log: done #2 /admin/x status 403")),
+        "{}",
+        walnut.log()
+    );
 }
 
 #[test]

@@ -310,10 +310,16 @@ impl PoolPlugins {
 }
 
 impl PoolPlugins {
-    /// Ends HTTP request `tag` in the proxy-wasm filters of the pool's chain and `location`'s
-    /// (their `on_done`, `on_log`, `on_delete`). A fault here only replaces the instance: the
-    /// client has its answer.
-    pub fn http_done(&mut self, location: Option<usize>, tag: RequestTag, stats: &PoolStats) {
+    /// Ends HTTP request `tag`, answered with `status` (0: none), in the proxy-wasm filters of
+    /// the pool's chain and `location`'s (their `on_done`, `on_log`, `on_delete`). A fault here
+    /// only replaces the instance: the client has its answer.
+    pub fn http_done(
+        &mut self,
+        location: Option<usize>,
+        tag: RequestTag,
+        status: u16,
+        stats: &PoolStats,
+    ) {
         let PoolPlugins {
             pool_name,
             pool,
@@ -321,7 +327,7 @@ impl PoolPlugins {
         } = self;
         let route = location.and_then(|l| routes.get_mut(l)).map(|r| &mut r.1);
         for slot in pool.iter_mut().chain(route.into_iter().flatten()) {
-            if let Err(fault) = slot.http_done(tag) {
+            if let Err(fault) = slot.http_done(tag, status) {
                 contain(slot, pool_name, &fault, stats);
             }
         }

@@ -138,11 +138,11 @@ impl Slot {
     }
 
     /// Ends HTTP request `tag`'s context in a proxy-wasm filter (its `on_done` and `on_log`).
-    pub(crate) fn http_done(&mut self, tag: RequestTag) -> Result<(), Fault> {
+    pub(crate) fn http_done(&mut self, tag: RequestTag, status: u16) -> Result<(), Fault> {
         match &mut self.instance {
             Some(Instance::ProxyWasm(f)) => {
                 f.tag(tag);
-                f.done(tag.id)
+                f.done(tag.id, status)
             }
             _ => Ok(()),
         }

@@ -100,7 +100,7 @@ pub async fn serve(w: &Worker, client: TcpStream, remote: IpAddr, shutdown: Shut
         if let Some((location, tag)) = s.hooked.take() {
             s.w.plugins
                 .borrow_mut()
-                .http_done(location, tag, &s.w.stats);
+                .http_done(location, tag, s.ws.served.status, &s.w.stats);
         }
         s.w.stats.latency.observe_since(started);
         s.log_access();

@@ -275,7 +275,7 @@ impl Filter {
         let headers = map.len() as u32;
         if self.live.len() >= LIVE_MAX {
             let oldest = self.live[0].request;
-            self.done(oldest)?;
+            self.done(oldest, 0)?;
         }
         let context = self.next_context;
         self.next_context = match self.next_context.wrapping_add(1) {
@@ -371,11 +371,14 @@ impl Filter {
     }
 
     /// Ends request `id`'s context, if it has one: `proxy_on_done`, `proxy_on_log`,
-    /// `proxy_on_delete`.
-    pub fn done(&mut self, id: u64) -> Result<(), Fault> {
+    /// `proxy_on_delete`, with `status` (when not 0) the answer's (`response.code`).
+    pub fn done(&mut self, id: u64, status: u16) -> Result<(), Fault> {
         let Some(at) = self.live.iter().position(|l| l.request == id) else {
             return Ok(());
         };
+        if status != 0 {
+            self.live[at].status = status;
+        }
         let context = self.live[at].context;
         self.begin(Phase::Log, at);
         self.store.set_epoch_deadline(self.compiled.budget_ticks);
