@@ -9,8 +9,9 @@ use bytes::BytesMut;
 use criterion::{Criterion, criterion_group, criterion_main};
 use walnut::config::{OnError, PluginSpec};
 use walnut::hash::HashKind;
+use walnut::http::plugins::{HttpCall, HttpEdits, HttpVerdict};
 use walnut::memcache::Decoder;
-use walnut::plugin::{PoolPlugins, chain::PoolChains};
+use walnut::plugin::{PoolPlugins, RequestTag, chain::PoolChains};
 use walnut::ring::{Distribution, Ring, RingServer};
 use walnut::stats::PoolStats;
 
@@ -141,6 +142,104 @@ fn plugin_hook(c: &mut Criterion) {
     });
 }
 
+/// Test plugin crates `names` built for wasm32 (release); the folder holding their `.wasm`.
+fn test_plugins(names: &[&str]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&root).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--target",
+        "wasm32-unknown-unknown",
+    ]);
+    for n in names {
+        cmd.args(["-p", n]);
+    }
+    let status = cmd.status().expect("run cargo build for the test plugins");
+    assert!(status.success(), "building {names:?} failed");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("wasm32-unknown-unknown/release")
+}
+
+/// One HTTP request hook that sets one configured header, by a walnut-SDK plugin
+/// (tests/plugins/http-rewrite: set X-Walnut, remove X-Drop, look at the path and X-Route)
+/// and by an unmodified proxy-wasm filter (tests/plugins/pw-config: read :method, set the
+/// header), each counted and timed as in a pool. The proxy-wasm figure holds the whole
+/// per-request life of its context: create, request headers, done, log, delete.
+fn http_hook(c: &mut Criterion) {
+    // A fault's reason, should a call fail.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .try_init();
+    let dir = test_plugins(&["http-rewrite", "pw-config"]);
+    let headers: [(&[u8], &[u8]); 4] = [
+        (b"Host", b"example.com"),
+        (b"User-Agent", b"curl/8.5.0"),
+        (b"Accept", b"*/*"),
+        (b"X-Request-Id", b"0123456789abcdef"),
+    ];
+    for (label, file, config) in [
+        ("walnut-SDK plugin", "http_rewrite.wasm", r#"{"tag":"t1"}"#),
+        (
+            "proxy-wasm filter",
+            "pw_config.wasm",
+            r#"{"header":"x-walnut","value":"t1"}"#,
+        ),
+    ] {
+        let spec = PluginSpec {
+            path: dir.join(file),
+            config_json: config.into(),
+            on_error: OnError::FailClosed,
+            // Roomy: a loaded machine's descheduling must not count as a fault; the budget costs
+            // nothing per call.
+            time_budget: Duration::from_millis(100),
+            memory_max: 16 << 20,
+            line: 1,
+        };
+        let compiled = walnut::plugin::compile(&spec, "bench").expect("the plugin loads");
+        let chains = PoolChains {
+            pool: vec![compiled],
+            routes: Vec::new(),
+            scope_kind: "location",
+        };
+        let mut plugins = PoolPlugins::new("bench", &chains);
+        let stats = PoolStats::with_plugins(1, 1);
+        let mut edits = HttpEdits::default();
+        c.bench_function(
+            &format!("plugin hook: HTTP request, set one header, {label}"),
+            |b| {
+                b.iter(|| {
+                    let tag = RequestTag::next(None);
+                    let call = HttpCall {
+                        location: None,
+                        method: "GET",
+                        path: black_box(b"/api/v1/users"),
+                        query: b"page=2",
+                        headers: || headers.iter().copied(),
+                        underscores: false,
+                        tag,
+                    };
+                    edits.clear();
+                    let verdict = plugins.http(&call, &mut edits, &stats);
+                    assert_eq!(verdict, HttpVerdict::Continue);
+                    plugins.http_done(None, tag, 200, &stats);
+                    black_box(&edits);
+                })
+            },
+        );
+        assert!(
+            edits.edited(b"x-walnut"),
+            "{label} set the header: {edits:?}"
+        );
+    }
+}
+
 /// What the request-latency metric costs a memcached request: a clock read when it is queued,
 /// one when its reply is written (per batch; here per request, the worst case), and a bucket.
 fn latency_metric(c: &mut Criterion) {
@@ -153,5 +252,12 @@ fn latency_metric(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decoding, placement, plugin_hook, latency_metric);
+criterion_group!(
+    benches,
+    decoding,
+    placement,
+    plugin_hook,
+    http_hook,
+    latency_metric
+);
 criterion_main!(benches);

@@ -237,6 +237,8 @@ fn http(
                 query,
                 headers,
                 underscores: cfg.underscores_in_headers,
+                // A throwaway chain: a proxy-wasm filter's context is dropped with it, unlogged.
+                tag: crate::plugin::RequestTag::default(),
             };
             verdict = plugins.http_traced(&call, &mut edits, &stats, &mut steps_seen);
         }

@@ -11,8 +11,8 @@ use walnut_sdk::abi::{self, code};
 use super::headers::{hop_by_hop, replaced_upstream};
 use super::path;
 use crate::plugin::Fault;
-use crate::plugin::Hook;
 use crate::plugin::chain::{Decision, PoolPlugins, Trace, contain};
+use crate::plugin::{Hook, RequestTag};
 use crate::stats::PoolStats;
 
 /// What the plugins decided for an HTTP request.
@@ -41,6 +41,8 @@ pub struct HttpCall<'a, F> {
     pub headers: F,
     /// The pool keeps header names with `_` (`underscores_in_headers`).
     pub underscores: bool,
+    /// The request, for proxy-wasm filters (whose context lasts until `http_done`).
+    pub tag: RequestTag,
 }
 
 /// The changes plugins made to an HTTP request, every one checked.
@@ -172,7 +174,7 @@ impl PoolPlugins {
             .and_then(|l| routes.get_mut(l))
             .map(|r| &mut r.1);
         for slot in pool.iter_mut().chain(route.into_iter().flatten()) {
-            let answer = slot.call(Hook::Http, stats, |buf| {
+            let answer = slot.call_http(call.tag, Hook::Http, stats, |buf| {
                 let client = (call.headers)()
                     .filter(|(name, _)| !edits.edited(name))
                     // Not the identity: it shortens the lines' lifetime to the edits' own.
@@ -248,9 +250,11 @@ impl PoolPlugins {
     /// hook's order reversed), on an upstream's `status` and header lines. Each plugin sees the
     /// headers as the ones before left them; `out` holds the result once one changed them.
     /// `Err` when a `fail_closed` plugin failed (the client gets 502).
+    #[allow(clippy::too_many_arguments)]
     pub fn http_response<'h, I>(
         &mut self,
         location: Option<usize>,
+        tag: RequestTag,
         status: u16,
         headers: impl Fn() -> I,
         underscores: bool,
@@ -267,7 +271,7 @@ impl PoolPlugins {
         } = self;
         let route = location.and_then(|l| routes.get_mut(l)).map(|r| &mut r.1);
         for slot in pool.iter_mut().chain(route.into_iter().flatten()).rev() {
-            let answer = slot.call(Hook::HttpResponse, stats, |buf| match out {
+            let answer = slot.call_http(tag, Hook::HttpResponse, stats, |buf| match out {
                 Some(lines) => abi::encode_http_response_head(
                     buf,
                     status,
@@ -302,6 +306,40 @@ impl PoolPlugins {
             }
         }
         Ok(())
+    }
+}
+
+impl PoolPlugins {
+    /// Ends HTTP request `tag`, answered with `status` (0: none), in the proxy-wasm filters of
+    /// the pool's chain and `location`'s (their `on_done`, `on_log`, `on_delete`). A fault here
+    /// only replaces the instance: the client has its answer.
+    pub fn http_done(
+        &mut self,
+        location: Option<usize>,
+        tag: RequestTag,
+        status: u16,
+        stats: &PoolStats,
+    ) {
+        let PoolPlugins {
+            pool_name,
+            pool,
+            routes,
+        } = self;
+        let route = location.and_then(|l| routes.get_mut(l)).map(|r| &mut r.1);
+        for slot in pool.iter_mut().chain(route.into_iter().flatten()) {
+            if let Err(fault) = slot.http_done(tag, status) {
+                contain(slot, pool_name, &fault, stats);
+            }
+        }
+    }
+
+    /// Whether the pool's chain or `location`'s holds a proxy-wasm filter.
+    pub fn runs_proxy_wasm(&self, location: Option<usize>) -> bool {
+        let route = location.and_then(|l| self.routes.get(l)).map(|r| &r.1);
+        self.pool
+            .iter()
+            .chain(route.into_iter().flatten())
+            .any(|s| s.is_proxy_wasm())
     }
 }
 

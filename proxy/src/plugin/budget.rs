@@ -24,11 +24,11 @@ pub(super) struct Budget {
 }
 
 impl Budget {
-    /// A call with `ticks` ticks of `tick_ns` each begins.
-    pub(super) fn start(&mut self, ticks: u64, tick_ns: u64) {
+    /// A call with a budget of `ticks` epoch ticks begins.
+    pub(super) fn start(&mut self, ticks: u64) {
         *self = Budget {
             ticks,
-            tick_ns,
+            tick_ns: super::EPOCH_TICK.as_nanos() as u64,
             mark: None,
             windows: 0,
         };
@@ -57,6 +57,7 @@ impl Budget {
 mod tests {
     use super::*;
 
+    /// One epoch tick, in ns.
     const MS: u64 = 1_000_000;
 
     fn goes_on(b: &mut Budget, cpu: u64) -> bool {
@@ -66,7 +67,7 @@ mod tests {
     #[test]
     fn a_call_that_keeps_the_cpu_is_stopped_in_its_second_window() {
         let mut b = Budget::default();
-        b.start(10, MS);
+        b.start(10);
         assert!(
             goes_on(&mut b, 100 * MS),
             "the first budget only marks the clock"
@@ -80,7 +81,7 @@ mod tests {
     #[test]
     fn a_descheduled_call_goes_on_until_its_last_window() {
         let mut b = Budget::default();
-        b.start(10, MS);
+        b.start(10);
         let mut cpu = 0;
         for _ in 0..MAX_WINDOWS {
             cpu += MS;
@@ -90,7 +91,7 @@ mod tests {
             );
         }
         assert!(!goes_on(&mut b, cpu + MS), "at most MAX_WINDOWS windows");
-        b.start(10, MS);
+        b.start(10);
         assert!(goes_on(&mut b, cpu), "a new call starts a new count");
     }
 }

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Compiled, Fault, Hook, Instance};
+use super::proxy_wasm::{Filter, RequestTag};
+use super::{Abi, Compiled, Fault, Hook, Instance};
 use crate::config::OnError;
 use crate::stats::{PluginLabel, PoolStats};
 
@@ -118,6 +119,40 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// `call` for the HTTP request `tag`: a proxy-wasm filter continues that request's context.
+    pub(crate) fn call_http(
+        &mut self,
+        tag: RequestTag,
+        hook: Hook,
+        stats: &PoolStats,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Option<(u32, Vec<u8>)>, Fault> {
+        if let Some(Instance::ProxyWasm(f)) = &mut self.instance {
+            f.tag(tag);
+        } else if self.instance.is_none() && self.compiled.abi == Abi::ProxyWasm {
+            let mut f = Filter::new(Arc::clone(&self.compiled)).map_err(Fault::Protocol)?;
+            f.tag(tag);
+            self.instance = Some(Instance::ProxyWasm(Box::new(f)));
+        }
+        self.call(hook, stats, encode)
+    }
+
+    /// Ends HTTP request `tag`'s context in a proxy-wasm filter (its `on_done` and `on_log`).
+    pub(crate) fn http_done(&mut self, tag: RequestTag, status: u16) -> Result<(), Fault> {
+        match &mut self.instance {
+            Some(Instance::ProxyWasm(f)) => {
+                f.tag(tag);
+                f.done(tag.id, status)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this is a proxy-wasm filter.
+    pub(crate) fn is_proxy_wasm(&self) -> bool {
+        self.compiled.abi == Abi::ProxyWasm
+    }
+
     /// Calls `hook`, counting the call and its time when the plugin implements the hook.
     pub(crate) fn call(
         &mut self,

@@ -48,7 +48,7 @@ impl Host {
         }
     }
 
-    fn log(&mut self, level: u32, message: &str) {
+    pub(super) fn log(&mut self, level: u32, message: &str) {
         if level == PANIC_LEVEL {
             self.panic = Some(message.to_owned());
             return;
@@ -124,7 +124,7 @@ impl ResourceLimiter for Host {
 
 /// `message` on one line: a plugin's text (a panic's message holds a newline) never starts a
 /// log line of its own, which could pass for walnut's.
-fn one_line(message: &str) -> String {
+pub(super) fn one_line(message: &str) -> String {
     message
         .chars()
         .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use walnut_sdk::abi::{self, code, exports};
 use wasmtime::{Memory, Store, Trap, TypedFunc};
 
-use super::Compiled;
 use super::host::{self, Host};
+use super::proxy_wasm::Filter;
+use super::{Abi, Compiled};
 
 /// Why a plugin call failed; the request it was handling fails by the route's policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +54,56 @@ const HOOK_EXPORTS: [&str; 6] = [
     exports::ON_VALUE,
 ];
 
-/// A plugin instantiated in its own store, ready for hook calls.
-pub struct Instance {
+/// A plugin instantiated in its own store, ready for hook calls: a walnut plugin, or a
+/// proxy-wasm filter answering walnut's hooks in walnut's ABI.
+// A walnut plugin stays inline (no indirection on its hook calls); there is one instance per
+// plugin per worker, so the size is of no matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Instance {
+    Walnut(Walnut),
+    ProxyWasm(Box<Filter>),
+}
+
+impl Instance {
+    /// Instantiates the plugin and hands it its config. Errors are the plugin's own words.
+    pub fn new(compiled: Arc<Compiled>) -> Result<Instance, String> {
+        match compiled.abi {
+            Abi::Walnut => Walnut::new(compiled).map(Instance::Walnut),
+            Abi::ProxyWasm => Filter::new(compiled).map(|f| Instance::ProxyWasm(Box::new(f))),
+        }
+    }
+
+    /// True while the plugin implements `hook` (a default hook is dropped after its first call).
+    pub fn has(&self, hook: Hook) -> bool {
+        match self {
+            Instance::Walnut(w) => w.has(hook),
+            Instance::ProxyWasm(f) => f.has(hook),
+        }
+    }
+
+    /// Calls `hook` with the input `encode` writes; returns the answer code and output, or
+    /// `None` when the plugin turned out not to implement it.
+    pub fn call(
+        &mut self,
+        hook: Hook,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Option<(u32, Vec<u8>)>, Fault> {
+        match self {
+            Instance::Walnut(w) => w.call(hook, encode),
+            Instance::ProxyWasm(f) => {
+                let mut input = std::mem::take(f.scratch());
+                input.clear();
+                encode(&mut input);
+                let answer = f.call(hook, &input);
+                *f.scratch() = input;
+                answer
+            }
+        }
+    }
+}
+
+/// A walnut plugin's instance.
+pub struct Walnut {
     compiled: Arc<Compiled>,
     store: Store<Host>,
     memory: Memory,
@@ -72,9 +121,9 @@ const MIN_BUFFER: u32 = 4096;
 /// than a hook's budget.
 const LOAD_TICKS: u64 = 1000;
 
-impl Instance {
+impl Walnut {
     /// Instantiates the plugin and hands it its config. Errors are the plugin's own words.
-    pub fn new(compiled: Arc<Compiled>) -> Result<Instance, String> {
+    pub fn new(compiled: Arc<Compiled>) -> Result<Walnut, String> {
         let engine = compiled.module.engine().clone();
         let data = Host::new(&compiled.name, &compiled.pool, compiled.memory_max);
         let mut store = Store::new(&engine, data);
@@ -115,7 +164,7 @@ impl Instance {
         let init = typed(&mut store, exports::INIT)
             .ok_or_else(|| format!("not a walnut plugin: no `{}` export", exports::INIT))?;
         let hooks = HOOK_EXPORTS.map(|name| typed(&mut store, name));
-        let mut me = Instance {
+        let mut me = Walnut {
             compiled,
             store,
             memory,
@@ -174,8 +223,7 @@ impl Instance {
         let asked = len.max(MIN_BUFFER);
         // The budget covers this whole exchange, counted from now.
         self.store.set_epoch_deadline(ticks);
-        let tick_ns = super::EPOCH_TICK.as_nanos() as u64;
-        self.store.data_mut().budget.start(ticks, tick_ns);
+        self.store.data_mut().budget.start(ticks);
         let ptr = self
             .buffer
             .call(&mut self.store, asked)

@@ -6,6 +6,7 @@ pub mod chain;
 mod host;
 pub mod instance;
 mod memcache;
+pub mod proxy_wasm;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -15,12 +16,23 @@ use crate::config::{Config, HttpPool, OnError, PluginSpec, Pool};
 pub use chain::{Placement, PoolPlugins, Verdict};
 pub use instance::{Fault, Hook, Instance};
 pub use memcache::NewValue;
+pub use proxy_wasm::RequestTag;
 
 /// How often the engine's epoch ticks: the unit of a plugin's time budget.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// The ABI a plugin speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abi {
+    /// walnut's own (built with walnut-sdk).
+    Walnut,
+    /// proxy-wasm 0.2.1: an HTTP filter built for Envoy and the like.
+    ProxyWasm,
+}
+
 /// One plugin, compiled and checked, shared by every worker.
 pub struct Compiled {
+    pub abi: Abi,
     /// The file's name, for logs and messages.
     pub name: String,
     /// The pool it serves, for logs.
@@ -64,10 +76,17 @@ pub fn compile(spec: &PluginSpec, pool: &str) -> Result<Arc<Compiled>, String> {
     let bytes = std::fs::read(&spec.path).map_err(|e| format!("cannot read it: {e}"))?;
     let module = wasmtime::Module::new(engine(), &bytes)
         .map_err(|e| format!("not a WebAssembly module: {e:#}"))?;
+    let abi = match proxy_wasm::detect(&module)? {
+        true => Abi::ProxyWasm,
+        false => Abi::Walnut,
+    };
     let provided = |i: &wasmtime::ImportType<'_>| {
         i.module() == walnut_sdk::abi::imports::MODULE && host::PROVIDED.contains(&i.name())
     };
-    if let Some(import) = module.imports().find(|i| !provided(i)) {
+    if abi == Abi::ProxyWasm {
+        // What walnut does not provide traps when called (and is named in the log).
+        proxy_wasm::check_imports(&module)?;
+    } else if let Some(import) = module.imports().find(|i| !provided(i)) {
         return Err(format!(
             "not a walnut plugin: it imports `{}::{}`, and walnut provides only `{}::{}`",
             import.module(),
@@ -82,6 +101,7 @@ pub fn compile(spec: &PluginSpec, pool: &str) -> Result<Arc<Compiled>, String> {
         .div_ceil(EPOCH_TICK.as_millis())
         .max(1) as u64;
     let compiled = Arc::new(Compiled {
+        abi,
         name: file_name(&spec.path),
         pool: pool.to_owned(),
         module,
@@ -134,6 +154,19 @@ pub fn load(config: Config) -> Result<Loaded, String> {
                 .map(|r| ("route", r.prefix.as_str(), r.plugins.as_slice()));
             let mut chains = compile_chains(&path, &pool.name, &pool.plugins, routes)?;
             chains.scope_kind = "route";
+            let all = chains
+                .pool
+                .iter()
+                .chain(chains.routes.iter().flat_map(|r| &r.1));
+            if let Some(c) = all.into_iter().find(|c| c.abi == Abi::ProxyWasm) {
+                return Err(format!(
+                    "{}: pool {:?}: plugin {} is a proxy-wasm HTTP filter; it runs on HTTP pools \
+                     only",
+                    path.display(),
+                    pool.name,
+                    c.name
+                ));
+            }
             // Longest prefix first, so the first match is the longest.
             chains.routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
             Ok(McPool {

@@ -310,8 +310,10 @@ impl Session {
                 .iter()
                 .map(|(n, v)| (&raw[n.clone()], &raw[v.clone()]))
         };
+        let tag = self.hooked.map(|h| h.1).unwrap_or_default();
         let hooked = w.plugins.borrow_mut().http_response(
             Some(location),
+            tag,
             r.status,
             headers,
             w.shared.config.underscores_in_headers,

@@ -19,6 +19,7 @@ use super::plugins::{HttpCall, HttpVerdict};
 use super::{Worker, access_log};
 use crate::config::LocationAction;
 use crate::current::{Current, Follow};
+use crate::plugin::RequestTag;
 use crate::shutdown::Shutdown;
 use crate::timer::Timer;
 
@@ -55,6 +56,9 @@ struct Session {
     shutdown: Shutdown,
     /// Every timeout of this connection, client and upstream side (one at a time).
     timer: Timer,
+    /// The current request's location and tag once its plugins ran (proxy-wasm filters end its
+    /// context when it is over).
+    hooked: Option<(Option<usize>, RequestTag)>,
 }
 
 /// Serves one client until it closes, misbehaves, idles out or walnut shuts down.
@@ -74,6 +78,7 @@ pub async fn serve(
         uri_copied: false,
         shutdown,
         timer: Timer::default(),
+        hooked: None,
     };
     let mut first = true;
     let linger = loop {
@@ -102,6 +107,11 @@ pub async fn serve(
         let started = std::time::Instant::now();
         s.ws.served.clear();
         let keep = s.handle().await;
+        if let Some((location, tag)) = s.hooked.take() {
+            s.w.plugins
+                .borrow_mut()
+                .http_done(location, tag, s.ws.served.status, &s.w.stats);
+        }
         s.w.stats.latency.observe_since(started);
         s.log_access();
         if !keep {
@@ -307,6 +317,13 @@ impl Session {
         };
         self.ws.edits.clear();
         if w.plugins.borrow().runs_http(location) {
+            // Only a proxy-wasm filter keeps a context per request (walnut plugins need no tag).
+            let filters = w.plugins.borrow().runs_proxy_wasm(location);
+            let tag = match filters {
+                true => RequestTag::next(Some(self.remote)),
+                false => RequestTag::default(),
+            };
+            self.hooked = filters.then_some((location, tag));
             // Plugins see the path the location was chosen by (nginx's `$uri`).
             let method = std::str::from_utf8(&hb[h.method.clone()]).unwrap_or("");
             let call = HttpCall {
@@ -320,6 +337,7 @@ impl Session {
                         .map(|(n, v)| (&hb[n.clone()], &hb[v.clone()]))
                 },
                 underscores: w.shared.config.underscores_in_headers,
+                tag,
             };
             let verdict = w
                 .plugins
