@@ -297,6 +297,26 @@ fn give_with(
     status
 }
 
+/// `HeaderMap::replace` or `HeaderMap::add`.
+type PairEdit = fn(&mut HeaderMap, &[u8], &[u8]) -> std::result::Result<(), TooLarge>;
+
+/// A header map edit with a name and a value (`replace`, `add`): its status.
+fn edit_pair(
+    mut caller: Caller<'_, Data>,
+    kind: u32,
+    name: (u32, u32),
+    value: (u32, u32),
+    edit: PairEdit,
+) -> Result<u32> {
+    let (name, value) = read_two(&mut caller, name, value)?;
+    let status = match caller.data_mut().map_mut(kind) {
+        Some(map) => status_of(edit(map, &name, &value)),
+        None => BAD_ARGUMENT,
+    };
+    caller.data_mut().scratch = name;
+    Ok(status)
+}
+
 fn status_of(r: std::result::Result<(), TooLarge>) -> u32 {
     match r {
         Ok(()) => OK,
@@ -446,27 +466,15 @@ pub(super) fn linker(engine: &wasmtime::Engine, module: &wasmtime::Module) -> Re
     l.func_wrap(
         MODULE,
         "proxy_replace_header_map_value",
-        |mut caller: Caller<'_, Data>, kind: u32, k: u32, kl: u32, v: u32, vl: u32| {
-            let (name, value) = read_two(&mut caller, (k, kl), (v, vl))?;
-            let status = match caller.data_mut().map_mut(kind) {
-                Some(map) => status_of(map.replace(&name, &value)),
-                None => BAD_ARGUMENT,
-            };
-            caller.data_mut().scratch = name;
-            Ok(status)
+        |caller: Caller<'_, Data>, kind: u32, k: u32, kl: u32, v: u32, vl: u32| {
+            edit_pair(caller, kind, (k, kl), (v, vl), HeaderMap::replace)
         },
     )?;
     l.func_wrap(
         MODULE,
         "proxy_add_header_map_value",
-        |mut caller: Caller<'_, Data>, kind: u32, k: u32, kl: u32, v: u32, vl: u32| {
-            let (name, value) = read_two(&mut caller, (k, kl), (v, vl))?;
-            let status = match caller.data_mut().map_mut(kind) {
-                Some(map) => status_of(map.add(&name, &value)),
-                None => BAD_ARGUMENT,
-            };
-            caller.data_mut().scratch = name;
-            Ok(status)
+        |caller: Caller<'_, Data>, kind: u32, k: u32, kl: u32, v: u32, vl: u32| {
+            edit_pair(caller, kind, (k, kl), (v, vl), HeaderMap::add)
         },
     )?;
     l.func_wrap(
