@@ -65,6 +65,22 @@ pub fn walnut_bin() -> &'static Path {
     })
 }
 
+/// `walnut -t -c path`: whether the config was found good, and what walnut printed (stdout,
+/// then stderr).
+pub fn walnut_check(path: &Path) -> (bool, String) {
+    let out = Command::new(walnut_bin())
+        .args(["-t", "-c"])
+        .arg(path)
+        .output()
+        .expect("run walnut -t");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
 /// Builds the plugin crates `names` for wasm32 (release) once per test run, and returns the
 /// folder holding their `.wasm` files.
 pub fn plugin_dir(names: &[&str]) -> PathBuf {

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use walnut_tests::{Proxy, TestBackend, plugin_dir, require, walnut_bin};
+use walnut_tests::{Proxy, TestBackend, plugin_dir, require, walnut_check};
 
 const FILTERS: [&str; 7] = [
     "pw-headers",
@@ -228,17 +228,8 @@ fn a_filter_reads_its_json_configuration() {
     )
     .replace("{listen}", "127.0.0.1:1");
     std::fs::write(&bad, bad_config).expect("write config");
-    let out = Command::new(walnut_bin())
-        .args(["-t", "-c"])
-        .arg(&bad)
-        .output()
-        .expect("run walnut -t");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{said}");
+    let (ok, said) = walnut_check(&bad);
+    assert!(!ok, "{said}");
     assert!(
         said.contains("proxy_on_configure refused its configuration {\"nothing\":\"here\"}"),
         "{said}"
@@ -483,17 +474,8 @@ fn a_proxy_wasm_filter_on_a_memcached_pool_is_refused_at_load() {
         ),
     )
     .expect("write config");
-    let out = Command::new(walnut_bin())
-        .args(["-t", "-c"])
-        .arg(&path)
-        .output()
-        .expect("run walnut -t");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{said}");
+    let (ok, said) = walnut_check(&path);
+    assert!(!ok, "{said}");
     assert!(
         said.contains(
             "plugin pw_headers.wasm is a proxy-wasm HTTP filter; it runs on HTTP pools only"

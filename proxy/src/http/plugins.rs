@@ -11,7 +11,7 @@ use walnut_sdk::abi::{self, code};
 use super::headers::{hop_by_hop, replaced_upstream};
 use super::path;
 use crate::plugin::Fault;
-use crate::plugin::chain::{Decision, PoolPlugins, Trace, contain};
+use crate::plugin::chain::{Decision, PoolPlugins, Slot, Trace, contain, location_chain};
 use crate::plugin::{Hook, RequestTag};
 use crate::stats::PoolStats;
 
@@ -130,11 +130,13 @@ impl PoolPlugins {
 
     /// Whether a plugin of the pool's chain or `location`'s may answer `hook`.
     pub fn may_http(&self, hook: Hook, location: Option<usize>) -> bool {
+        self.http_slots(location).any(|s| s.may(hook))
+    }
+
+    /// The plugins an HTTP request on `location` runs: the pool's, then the location's.
+    fn http_slots(&self, location: Option<usize>) -> impl Iterator<Item = &Slot> {
         let route = location.and_then(|l| self.routes.get(l)).map(|r| &r.1);
-        self.pool
-            .iter()
-            .chain(route.into_iter().flatten())
-            .any(|s| s.may(hook))
+        self.pool.iter().chain(route.into_iter().flatten())
     }
 
     /// Runs the HTTP request hook over the pool's chain, then `location`'s. Each plugin sees
@@ -169,11 +171,7 @@ impl PoolPlugins {
             pool,
             routes,
         } = self;
-        let route = call
-            .location
-            .and_then(|l| routes.get_mut(l))
-            .map(|r| &mut r.1);
-        for slot in pool.iter_mut().chain(route.into_iter().flatten()) {
+        for slot in location_chain(pool, routes, call.location) {
             let answer = slot.call_http(call.tag, Hook::Http, stats, |buf| {
                 let client = (call.headers)()
                     .filter(|(name, _)| !edits.edited(name))
@@ -269,8 +267,7 @@ impl PoolPlugins {
             pool,
             routes,
         } = self;
-        let route = location.and_then(|l| routes.get_mut(l)).map(|r| &mut r.1);
-        for slot in pool.iter_mut().chain(route.into_iter().flatten()).rev() {
+        for slot in location_chain(pool, routes, location).rev() {
             let answer = slot.call_http(tag, Hook::HttpResponse, stats, |buf| match out {
                 Some(lines) => abi::encode_http_response_head(
                     buf,
@@ -325,8 +322,7 @@ impl PoolPlugins {
             pool,
             routes,
         } = self;
-        let route = location.and_then(|l| routes.get_mut(l)).map(|r| &mut r.1);
-        for slot in pool.iter_mut().chain(route.into_iter().flatten()) {
+        for slot in location_chain(pool, routes, location) {
             if let Err(fault) = slot.http_done(tag, status) {
                 contain(slot, pool_name, &fault, stats);
             }
@@ -335,11 +331,7 @@ impl PoolPlugins {
 
     /// Whether the pool's chain or `location`'s holds a proxy-wasm filter.
     pub fn runs_proxy_wasm(&self, location: Option<usize>) -> bool {
-        let route = location.and_then(|l| self.routes.get(l)).map(|r| &r.1);
-        self.pool
-            .iter()
-            .chain(route.into_iter().flatten())
-            .any(|s| s.is_proxy_wasm())
+        self.http_slots(location).any(|s| s.is_proxy_wasm())
     }
 }
 

@@ -272,6 +272,17 @@ pub(crate) fn chain<'a>(
     pool.iter_mut().chain(route.into_iter().flatten())
 }
 
+/// The plugins of an HTTP request on `location`: the pool's, then the location's (HTTP pools
+/// keep one route per location, in location order).
+pub(crate) fn location_chain<'a>(
+    pool: &'a mut [Slot],
+    routes: &'a mut [(Vec<u8>, Vec<Slot>)],
+    location: Option<usize>,
+) -> impl DoubleEndedIterator<Item = &'a mut Slot> {
+    let route = location.and_then(|l| routes.get_mut(l)).map(|r| &mut r.1);
+    pool.iter_mut().chain(route.into_iter().flatten())
+}
+
 /// Records a plugin's fault and replaces its instance. Returns true when the request goes on
 /// (`fail_open`), false when it fails (`fail_closed`).
 pub(crate) fn contain(slot: &mut Slot, pool: &str, fault: &Fault, stats: &PoolStats) -> bool {

@@ -17,8 +17,9 @@ use super::accept::{Accept, Admission, Live};
 use super::{Front, Generation, Site};
 use crate::current::Current;
 use crate::net::Stream;
-use crate::pool::WorkerPool;
+use crate::pool::{PoolShared, WorkerPool};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::stats::{PoolStats, Registry};
 use crate::wake::LocalWake;
 
 /// How long shutdown waits for in-flight requests before leaving anyway.
@@ -34,6 +35,55 @@ pub struct Follow {
 enum Here {
     Memcache(Rc<Current<WorkerPool>>),
     Http(Rc<Current<crate::http::Worker>>),
+}
+
+impl Here {
+    /// `front`'s state in this worker, new.
+    fn new(front: &Front, stats: Arc<PoolStats>, registry: &Arc<Registry>) -> Here {
+        match &front.site {
+            Site::Memcache(shared) => {
+                Here::Memcache(Current::new(memcache(front, shared, stats, registry, None)))
+            }
+            Site::Http(shared) => {
+                let site = crate::http::Worker::new(stats, Arc::clone(shared));
+                Here::Http(Current::new(site))
+            }
+        }
+    }
+
+    /// Takes `front`'s new state over, keeping what stays of the old (server connections,
+    /// upstream balancing). False, changing nothing, when `front` speaks another protocol.
+    fn succeed(&self, front: &Front, stats: Arc<PoolStats>, registry: &Arc<Registry>) -> bool {
+        match (self, &front.site) {
+            (Here::Memcache(current), Site::Memcache(shared)) => {
+                let old = current.get();
+                current.replace(memcache(front, shared, stats, registry, Some(&old)));
+            }
+            (Here::Http(current), Site::Http(shared)) => {
+                let old = current.get();
+                let site = crate::http::Worker::succeed(stats, Arc::clone(shared), Some(&old));
+                current.replace(site);
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// A memcached pool's state in this worker, following `old`; its connections opened now with
+/// `preconnect`.
+fn memcache(
+    front: &Front,
+    shared: &Arc<PoolShared>,
+    stats: Arc<PoolStats>,
+    registry: &Arc<Registry>,
+    old: Option<&WorkerPool>,
+) -> Rc<WorkerPool> {
+    let pool = WorkerPool::succeed(Arc::clone(shared), stats, Arc::clone(registry), old);
+    if front.preconnect {
+        pool.preconnect();
+    }
+    pool
 }
 
 /// A pool this worker serves.
@@ -124,35 +174,9 @@ fn take_over(
             limit: front.limit,
             stats: Arc::clone(&stats),
         };
-        let served = match (pools.remove(&front.name), &front.site) {
-            (Some(mut served), site)
-                if matches!(
-                    (&served.here, site),
-                    (Here::Memcache(_), Site::Memcache(_)) | (Here::Http(_), Site::Http(_))
-                ) =>
-            {
-                match (&served.here, site) {
-                    (Here::Memcache(current), Site::Memcache(shared)) => {
-                        let old = current.get();
-                        let pool = WorkerPool::succeed(
-                            Arc::clone(shared),
-                            stats,
-                            Arc::clone(registry),
-                            Some(&old),
-                        );
-                        if front.preconnect {
-                            pool.preconnect();
-                        }
-                        current.replace(pool);
-                    }
-                    (Here::Http(current), Site::Http(shared)) => {
-                        let old = current.get();
-                        let site =
-                            crate::http::Worker::succeed(stats, Arc::clone(shared), Some(&old));
-                        current.replace(site);
-                    }
-                    _ => unreachable!("matched above"),
-                }
+        // A pool that stays (same name, same protocol) follows its old state in this worker.
+        let served = match pools.remove(&front.name) {
+            Some(mut served) if served.here.succeed(front, Arc::clone(&stats), registry) => {
                 *served.admission.borrow_mut() = admission;
                 if served.listener != front.bound.id {
                     // The new socket is listening already (bound by the reload); the old one
@@ -164,27 +188,14 @@ fn take_over(
                 }
                 served
             }
-            (old, site) => {
+            old => {
                 if let Some(old) = old {
                     old.retire();
                 }
-                let here = match site {
-                    Site::Memcache(shared) => {
-                        let pool = WorkerPool::new(Arc::clone(shared), stats, Arc::clone(registry));
-                        if front.preconnect {
-                            pool.preconnect();
-                        }
-                        Here::Memcache(Current::new(pool))
-                    }
-                    Site::Http(shared) => Here::Http(Current::new(crate::http::Worker::new(
-                        stats,
-                        Arc::clone(shared),
-                    ))),
-                };
                 let (drain, drained) = Shutdown::new();
                 let (stop, stopped) = Shutdown::new();
                 let served = Served {
-                    here,
+                    here: Here::new(front, stats, registry),
                     admission: Rc::new(RefCell::new(admission)),
                     drain,
                     drained,
