@@ -6,9 +6,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use walnut::config::{OnError, PluginSpec};
 use walnut::hash::HashKind;
+use walnut::http::body_phases::{BodyPiece, BodyStages};
 use walnut::http::plugins::{HttpCall, HttpEdits, HttpVerdict};
 use walnut::memcache::Decoder;
 use walnut::plugin::{PoolPlugins, RequestTag, chain::PoolChains};
@@ -211,33 +212,103 @@ fn http_hook(c: &mut Criterion) {
         let mut plugins = PoolPlugins::new("bench", &chains);
         let stats = PoolStats::with_plugins(1, 1);
         let mut edits = HttpEdits::default();
+        let mut request = || {
+            let tag = RequestTag::next(None);
+            let call = HttpCall {
+                location: None,
+                method: "GET",
+                path: black_box(b"/api/v1/users"),
+                query: b"page=2",
+                headers: || headers.iter().copied(),
+                underscores: false,
+                tag,
+            };
+            edits.clear();
+            let verdict = plugins.http(&call, &mut edits, &stats);
+            assert_eq!(verdict, HttpVerdict::Continue);
+            plugins.http_done(None, tag, 200, &stats);
+            assert!(
+                edits.edited(b"x-walnut"),
+                "{label} set the header: {edits:?}"
+            );
+        };
+        request();
         c.bench_function(
             &format!("plugin hook: HTTP request, set one header, {label}"),
-            |b| {
-                b.iter(|| {
-                    let tag = RequestTag::next(None);
-                    let call = HttpCall {
-                        location: None,
-                        method: "GET",
-                        path: black_box(b"/api/v1/users"),
-                        query: b"page=2",
-                        headers: || headers.iter().copied(),
-                        underscores: false,
-                        tag,
-                    };
-                    edits.clear();
-                    let verdict = plugins.http(&call, &mut edits, &stats);
-                    assert_eq!(verdict, HttpVerdict::Continue);
-                    plugins.http_done(None, tag, 200, &stats);
-                    black_box(&edits);
-                })
-            },
-        );
-        assert!(
-            edits.edited(b"x-walnut"),
-            "{label} set the header: {edits:?}"
+            |b| b.iter(&mut request),
         );
     }
+}
+
+/// One piece of a request body through an unmodified proxy-wasm filter's body phase, for the
+/// piece sizes walnut reads (up to 64 KiB): tests/plugins/pw-body, observing (it reads the
+/// piece and sums a checksum over it, then continues), and tests/plugins/pw-headers, whose
+/// body callback is the SDK's own (it continues without reading): walnut's part.
+fn body_phase(c: &mut Criterion) {
+    let dir = test_plugins(&["pw-body", "pw-headers"]);
+    let mut group = c.benchmark_group("proxy-wasm body phase");
+    for (label, file) in [
+        ("read and passed", "pw_body.wasm"),
+        ("passed unread", "pw_headers.wasm"),
+    ] {
+        let spec = PluginSpec {
+            path: dir.join(file),
+            config_json: "{}".into(),
+            on_error: OnError::FailClosed,
+            time_budget: Duration::from_millis(100),
+            memory_max: 16 << 20,
+            line: 1,
+        };
+        let compiled = walnut::plugin::compile(&spec, "bench").expect("the filter loads");
+        let chains = PoolChains {
+            pool: vec![compiled],
+            routes: Vec::new(),
+            scope_kind: "location",
+        };
+        let mut plugins = PoolPlugins::new("bench", &chains);
+        let stats = PoolStats::with_plugins(1, 1);
+        let mut edits = HttpEdits::default();
+        let tag = RequestTag::next(None);
+        let headers: [(&[u8], &[u8]); 2] = [(b"Host", b"example.com"), (b"Content-Length", b"1")];
+        let call = HttpCall {
+            location: None,
+            method: "POST",
+            path: b"/upload",
+            query: b"",
+            headers: || headers.iter().copied(),
+            underscores: false,
+            tag,
+        };
+        assert_eq!(
+            plugins.http(&call, &mut edits, &stats),
+            HttpVerdict::Continue
+        );
+        let mut stages = BodyStages::default();
+        for size in [1024, 64 * 1024] {
+            let data = vec![b'a'; size];
+            group.throughput(Throughput::Bytes(size as u64));
+            let name = format!("one {} KiB piece, {label}", size / 1024);
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    let piece = BodyPiece {
+                        location: None,
+                        tag,
+                        response: false,
+                        data: black_box(&data),
+                        end: false,
+                        fixed: true,
+                        underscores: false,
+                    };
+                    plugins
+                        .http_body(&piece, &mut stages, &stats)
+                        .expect("the filter passes the piece");
+                    assert_eq!(stages.passed().len(), size);
+                })
+            });
+        }
+        plugins.http_done(None, tag, 200, &stats);
+    }
+    group.finish();
 }
 
 /// What the request-latency metric costs a memcached request: a clock read when it is queued,
@@ -258,6 +329,7 @@ criterion_group!(
     placement,
     plugin_hook,
     http_hook,
+    body_phase,
     latency_metric
 );
 criterion_main!(benches);

@@ -139,8 +139,11 @@ impl Metrics {
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
                 .find_map(|s| {
-                    name.strip_suffix(s)
-                        .filter(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+                    name.strip_suffix(s).filter(|f| {
+                        typed
+                            .get(*f)
+                            .is_some_and(|k| k == "histogram" || k == "summary")
+                    })
                 })
                 .unwrap_or(name);
             assert!(

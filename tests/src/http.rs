@@ -249,12 +249,15 @@ impl HttpClient {
 pub struct SeenRequest {
     pub head: String,
     pub body_len: u64,
+    /// The body's bytes as received (de-chunked); short of its length when the peer closed
+    /// the connection before sending all of it.
+    pub body: Vec<u8>,
     pub connection: u64,
 }
 
 /// A small HTTP/1.1 backend (std threads): answers every request with `200` and a body
-/// naming its path and how many body bytes it read, records every request, keeps connections
-/// alive. Bodies may be Content-Length or chunked; they are counted, never stored.
+/// naming its path and how many body bytes it read, records every request with its body,
+/// keeps connections alive. Bodies may be Content-Length or chunked.
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub seen: std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>,
@@ -311,7 +314,7 @@ fn backend_conn(stream: TcpStream, n: u64, seen: &std::sync::Mutex<Vec<SeenReque
                     .map(|v| v.trim().to_owned())
             })
         };
-        let mut body_len = 0u64;
+        let mut body = Vec::new();
         if header("transfer-encoding").is_some() {
             loop {
                 let mut line = String::new();
@@ -325,27 +328,28 @@ fn backend_conn(stream: TcpStream, n: u64, seen: &std::sync::Mutex<Vec<SeenReque
                     let _ = r.read_line(&mut end);
                     break;
                 }
-                if std::io::copy(&mut (&mut r).take(size), &mut std::io::sink()).is_err() {
+                if (&mut r).take(size).read_to_end(&mut body).is_err() {
                     return;
                 }
-                body_len += size;
                 let mut crlf = String::new();
                 let _ = r.read_line(&mut crlf);
             }
         } else if let Some(len) = header("content-length") {
             let len: u64 = len.parse().unwrap_or(0);
-            body_len = std::io::copy(&mut (&mut r).take(len), &mut std::io::sink()).unwrap_or(0);
+            let _ = (&mut r).take(len).read_to_end(&mut body);
         }
+        let body_len = body.len() as u64;
         let path = head.split(' ').nth(1).unwrap_or("").to_owned();
         seen.lock().expect("seen").push(SeenRequest {
             head: head.clone(),
             body_len,
+            body,
             connection: n,
         });
-        let body = format!("path={path} body={body_len}\n");
+        let answer = format!("path={path} body={body_len}\n");
         let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Backend-Conn: {n}\r\n\r\n{body}",
-            body.len()
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Backend-Conn: {n}\r\n\r\n{answer}",
+            answer.len()
         );
         if w.write_all(reply.as_bytes()).is_err() {
             return;

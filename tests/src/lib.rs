@@ -12,17 +12,21 @@ use std::time::{Duration, Instant};
 
 mod admin;
 mod client;
+mod curl;
 mod http;
 mod memcache;
 mod memcached;
 mod proxy;
+mod site;
 
 pub use admin::*;
 pub use client::*;
+pub use curl::*;
 pub use http::*;
 pub use memcache::*;
 pub use memcached::*;
 pub use proxy::*;
+pub use site::*;
 
 /// Fails with an install hint when `program` is not on the PATH (or at `fallback`).
 pub fn require(program: &str, package: &str) -> PathBuf {

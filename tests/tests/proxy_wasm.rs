@@ -7,9 +7,10 @@
 //! request.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use walnut_tests::{Proxy, TestBackend, plugin_dir, require, walnut_check};
+use walnut_tests::{
+    Proxy, TestBackend, curl, http_site, location_plugin, plugin_dir, walnut_check,
+};
 
 const FILTERS: [&str; 7] = [
     "pw-headers",
@@ -26,75 +27,9 @@ fn wasm(name: &str) -> PathBuf {
     plugin_dir(&FILTERS).join(format!("{}.wasm", name.replace('-', "_")))
 }
 
-/// What curl got: status, header lines (names lowercased), body.
-#[derive(Debug)]
-struct Got {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Got {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Runs curl with `args` on `url` (`-s -i`), and parses its answer.
-fn curl(url: &str, args: &[&str]) -> Got {
-    let curl = require("curl", "curl");
-    let out = Command::new(curl)
-        .args(["-s", "-i", "--max-time", "10"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("curl {url} {args:?} got no answer: {out:?}"));
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("a status line in {head:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Got {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-/// An HTTP pool over `backend` whose locations are `(match, plugins YAML)`, each proxied.
-fn pool(backend: &TestBackend, pool_plugins: &str, locations: &[(&str, String)]) -> String {
-    let mut config = format!("web:\n  protocol: http\n  listen: {{listen}}\n{pool_plugins}");
-    config.push_str(&format!(
-        "  upstreams:\n    b:\n      servers: [\"{}\"]\n  locations:\n",
-        backend.addr
-    ));
-    for (m, plugins) in locations {
-        config.push_str(&format!(
-            "    - match: {m}\n      proxy_pass: b\n      plugins:\n{plugins}"
-        ));
-    }
-    config
-}
-
 /// A location's `plugins:` list holding `name` with these extra keys.
 fn filter(name: &str, extra: &str) -> String {
-    let mut s = format!("        - path: {}\n", wasm(name).display());
-    for line in extra.lines() {
-        s.push_str(&format!("          {line}\n"));
-    }
-    s
+    location_plugin(&wasm(name), extra)
 }
 
 fn url(walnut: &Proxy, path: &str) -> String {
@@ -119,7 +54,11 @@ fn a_filter_adds_request_and_response_headers_next_to_a_walnut_plugin() {
         "  plugins:\n    - path: {}\n      config: {{ tag: walnut-sdk }}\n",
         wasm("http-rewrite").display()
     );
-    let config = pool(&backend, &pool_plugins, &[("/", filter("pw-headers", ""))]);
+    let config = http_site(
+        backend.addr,
+        &pool_plugins,
+        &[("/", filter("pw-headers", ""))],
+    );
     let walnut = Proxy::walnut_with(&config, &["-w", "1"]);
     let got = curl(
         &url(&walnut, "/old/hello?b=1"),
@@ -161,7 +100,7 @@ fn a_filter_adds_request_and_response_headers_next_to_a_walnut_plugin() {
 #[test]
 fn a_filter_denies_by_path_with_a_local_response_and_body() {
     let backend = TestBackend::start();
-    let config = pool(&backend, "", &[("/", filter("pw-deny", ""))]);
+    let config = http_site(backend.addr, "", &[("/", filter("pw-deny", ""))]);
     let walnut = Proxy::walnut_with(&config, &["-w", "1"]);
     let denied = curl(&url(&walnut, "/admin/users"), &[]);
     assert_eq!(denied.status, 403, "{denied:?}");
@@ -186,8 +125,8 @@ fn a_filter_denies_by_path_with_a_local_response_and_body() {
 #[test]
 fn a_filter_reads_its_json_configuration() {
     let backend = TestBackend::start();
-    let config = pool(
-        &backend,
+    let config = http_site(
+        backend.addr,
         "",
         &[
             (
@@ -221,8 +160,8 @@ fn a_filter_reads_its_json_configuration() {
     // with the filter's own words and the config's place.
     let dir = walnut_tests::temp_dir("pw-config");
     let bad = dir.join("bad.yml");
-    let bad_config = pool(
-        &backend,
+    let bad_config = http_site(
+        backend.addr,
         "",
         &[("/", filter("pw-config", "config: { nothing: here }"))],
     )
@@ -248,8 +187,8 @@ fn a_filter_reads_its_json_configuration() {
 fn a_filters_log_lines_reach_walnuts_log_named_and_on_one_line() {
     let backend = TestBackend::start();
     let both = format!("{}{}", filter("pw-log", ""), filter("pw-deny", ""));
-    let config = pool(
-        &backend,
+    let config = http_site(
+        backend.addr,
         "",
         &[("/admin", both), ("/", filter("pw-log", ""))],
     );
@@ -325,8 +264,8 @@ fn a_filters_log_lines_reach_walnuts_log_named_and_on_one_line() {
 #[test]
 fn an_unsupported_host_call_fails_its_request_by_policy_and_is_named() {
     let backend = TestBackend::start();
-    let config = pool(
-        &backend,
+    let config = http_site(
+        backend.addr,
         "",
         &[
             (
@@ -376,8 +315,8 @@ fn an_unsupported_host_call_fails_its_request_by_policy_and_is_named() {
 fn what_a_filter_writes_wrong_or_a_runaway_filter_fails_only_its_request() {
     let backend = TestBackend::start();
     let limits = "time_budget_ms: 50\nmemory_max_mb: 16";
-    let config = pool(
-        &backend,
+    let config = http_site(
+        backend.addr,
         "",
         &[
             (

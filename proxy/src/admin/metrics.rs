@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::View;
+use crate::plugin::proxy_wasm::MetricKind;
 use crate::stats::{HistogramSum, PluginLabel, Registry};
 
 /// The whole exposition.
@@ -68,6 +69,7 @@ pub fn render(view: &View) -> String {
     pools(&mut out, view);
     servers(&mut out, view);
     plugins(&mut out, reg);
+    filter_metrics(&mut out);
     out.family(
         "walnut_request_duration_seconds",
         "histogram",
@@ -292,6 +294,53 @@ fn plugins(out: &mut Exposition, reg: &Registry) {
             &labels(pool, label),
             &sum,
         );
+    }
+}
+
+/// The metrics proxy-wasm filters defined (`proxy_define_metric`), labelled by pool, filter file
+/// and the filter's name for them: counters, gauges, and histograms as summaries (`_sum` and
+/// `_count`).
+fn filter_metrics(out: &mut Exposition) {
+    let all = crate::plugin::proxy_wasm::metrics();
+    let families = [
+        (
+            MetricKind::Counter,
+            "walnut_filter_count_total",
+            "counter",
+            "counters proxy-wasm filters defined",
+        ),
+        (
+            MetricKind::Gauge,
+            "walnut_filter_value",
+            "gauge",
+            "gauges proxy-wasm filters defined",
+        ),
+        (
+            MetricKind::Histogram,
+            "walnut_filter_recorded",
+            "summary",
+            "histograms proxy-wasm filters defined: the values' sum and count",
+        ),
+    ];
+    for (kind, family, type_, help) in families {
+        let mut of_kind = all.iter().filter(|m| m.kind == kind).peekable();
+        if of_kind.peek().is_none() {
+            continue;
+        }
+        out.family(family, type_, help);
+        for m in of_kind {
+            let labels = [
+                ("pool", m.pool.as_str()),
+                ("plugin", m.plugin.as_str()),
+                ("name", m.name.as_str()),
+            ];
+            if kind == MetricKind::Histogram {
+                out.sample(&format!("{family}_sum"), &labels, m.value());
+                out.sample(&format!("{family}_count"), &labels, m.count());
+            } else {
+                out.sample(family, &labels, m.value());
+            }
+        }
     }
 }
 

@@ -155,6 +155,17 @@ pub enum RelayError {
     /// The destination took nothing for the write timeout (it stopped reading).
     #[error("writing the body timed out")]
     WriteTimeout,
+    /// The tap stopped the body (it says why).
+    #[error("a body filter stopped the body")]
+    Tapped,
+}
+
+/// What a body passes through on its way: each piece of it goes in, and what comes out is
+/// written instead (the body filters).
+pub trait Tap {
+    /// Takes the body's next bytes (`end`: the body ends with them) and gives what to write;
+    /// `None` stops the body.
+    fn pass(&mut self, data: &[u8], end: bool) -> Option<&[u8]>;
 }
 
 /// How long a relay waits for each read from its source and each write to its destination.
@@ -165,7 +176,9 @@ pub struct Pace {
 }
 
 /// Copies a body framed as `framing` from `src` (with `buf` holding bytes already read) to
-/// `dst`, written as `out`. Bytes past the body stay in `buf` (a pipelined request).
+/// `dst`, written as `out`, through `tap` when there is one. Bytes past the body stay in `buf`
+/// (a pipelined request).
+#[allow(clippy::too_many_arguments)]
 pub async fn relay<R, W>(
     src: &mut R,
     buf: &mut BytesMut,
@@ -174,6 +187,7 @@ pub async fn relay<R, W>(
     out: Out,
     (timer, pace): (&mut Timer, Pace),
     scratch: &mut Vec<u8>,
+    mut tap: Option<&mut dyn Tap>,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
@@ -193,16 +207,20 @@ where
                     fill(src, buf, sink.timer, read_timeout, false).await?;
                 }
                 let n = (buf.len() as u64).min(left) as usize;
-                sink.emit(&buf[..n], out, scratch).await?;
-                buf.advance(n);
                 left -= n as u64;
+                sink.emit(tapped(&mut tap, &buf[..n], left == 0)?, out, scratch)
+                    .await?;
+                buf.advance(n);
             }
         }
         Framing::Close => loop {
             if buf.is_empty() && !fill(src, buf, sink.timer, read_timeout, true).await? {
+                sink.emit(tapped(&mut tap, b"", true)?, out, scratch)
+                    .await?;
                 break;
             }
-            sink.emit(&buf[..], out, scratch).await?;
+            sink.emit(tapped(&mut tap, &buf[..], false)?, out, scratch)
+                .await?;
             buf.clear();
         },
         Framing::Chunked => {
@@ -210,10 +228,15 @@ where
             loop {
                 match decoder.next(buf).map_err(|_| RelayError::Bad)? {
                     Some(Piece::Data(n)) => {
-                        sink.emit(&buf[..n], out, scratch).await?;
+                        sink.emit(tapped(&mut tap, &buf[..n], false)?, out, scratch)
+                            .await?;
                         buf.advance(n);
                     }
-                    Some(Piece::End) => break,
+                    Some(Piece::End) => {
+                        sink.emit(tapped(&mut tap, b"", true)?, out, scratch)
+                            .await?;
+                        break;
+                    }
                     None => {
                         fill(src, buf, sink.timer, read_timeout, false).await?;
                     }
@@ -225,6 +248,18 @@ where
         sink.write(b"0\r\n\r\n").await?;
     }
     sink.dst.flush().await.map_err(RelayError::Write)
+}
+
+/// What of `data` goes on: all of it, or what `tap` gives for it.
+fn tapped<'a>(
+    tap: &'a mut Option<&mut dyn Tap>,
+    data: &'a [u8],
+    end: bool,
+) -> Result<&'a [u8], RelayError> {
+    match tap {
+        None => Ok(data),
+        Some(tap) => tap.pass(data, end).ok_or(RelayError::Tapped),
+    }
 }
 
 /// Reads more into `buf`; false at a clean end when `eof_ok`.
@@ -320,6 +355,93 @@ mod tests {
         assert_eq!((&data[..], done), (&b"abc0123456789"[..], true));
         let (data, done) = decode(b"3\r\nab").unwrap();
         assert_eq!((&data[..], done), (&b"ab"[..], false));
+    }
+
+    /// A tap that uppercases what it is given, holding back every piece until `hold` pieces
+    /// came (a filter that pauses), and records each call's size and end flag.
+    struct Upper {
+        calls: Vec<(usize, bool)>,
+        held: Vec<u8>,
+        out: Vec<u8>,
+        hold: usize,
+    }
+
+    impl Tap for Upper {
+        fn pass(&mut self, data: &[u8], end: bool) -> Option<&[u8]> {
+            self.calls.push((data.len(), end));
+            self.held.extend(data.iter().map(u8::to_ascii_uppercase));
+            self.out.clear();
+            if end || self.calls.len() >= self.hold {
+                std::mem::swap(&mut self.out, &mut self.held);
+            }
+            Some(&self.out)
+        }
+    }
+
+    async fn tapped_relay(
+        input: &[u8],
+        framing: Framing,
+        out: Out,
+        hold: usize,
+    ) -> (Vec<u8>, Upper) {
+        let mut src = Trickle(input.to_vec());
+        let mut dst = Vec::new();
+        let mut tap = Upper {
+            calls: Vec::new(),
+            held: Vec::new(),
+            out: Vec::new(),
+            hold,
+        };
+        let pace = Pace {
+            read: Duration::from_secs(5),
+            write: Duration::from_secs(5),
+        };
+        let mut buf = BytesMut::new();
+        relay(
+            &mut src,
+            &mut buf,
+            framing,
+            &mut dst,
+            out,
+            (&mut Timer::default(), pace),
+            &mut Vec::new(),
+            Some(&mut tap),
+        )
+        .await
+        .unwrap();
+        (dst, tap)
+    }
+
+    /// A peer sending `input` 7 bytes at a time.
+    struct Trickle(Vec<u8>);
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let n = self.0.len().min(7).min(buf.remaining());
+            buf.put_slice(&self.0[..n]);
+            self.0.drain(..n);
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tap_sees_every_piece_once_and_the_end_and_its_output_is_written() {
+        let (out, tap) = tapped_relay(b"hello, world!", Framing::Length(13), Out::Raw, 1).await;
+        assert_eq!(out, b"HELLO, WORLD!");
+        assert_eq!(tap.calls, vec![(7, false), (6, true)]);
+        let chunked = b"5\r\nhello\r\n8\r\n, world!\r\n0\r\n\r\n";
+        let (out, tap) = tapped_relay(chunked, Framing::Chunked, Out::Chunked, 1).await;
+        assert_eq!(decode(&out), Ok((b"HELLO, WORLD!".to_vec(), true)));
+        assert_eq!(tap.calls.last(), Some(&(0, true)), "{:?}", tap.calls);
+        assert_eq!(tap.calls.iter().map(|c| c.0).sum::<usize>(), 13);
+        // Held back to the end, then passed at once; close-delimited to chunked.
+        let (out, tap) = tapped_relay(b"hello, world!", Framing::Close, Out::Chunked, 99).await;
+        assert_eq!(out, b"d\r\nHELLO, WORLD!\r\n0\r\n\r\n");
+        assert_eq!(tap.calls, vec![(7, false), (6, false), (0, true)]);
     }
 
     #[test]

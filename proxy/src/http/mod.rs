@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod balance;
 pub mod body;
+pub mod body_phases;
 pub mod conn_pool;
 pub mod date;
 pub mod head;

@@ -54,6 +54,9 @@ pub struct HttpEdits {
     pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Bytes to choose the upstream server by.
     pub hash_key: Option<Vec<u8>>,
+    /// A plugin removed Content-Length: a body filter may change the body's length, so the
+    /// body goes upstream chunked.
+    pub unframed: bool,
 }
 
 impl HttpEdits {
@@ -62,6 +65,7 @@ impl HttpEdits {
         self.query = None;
         self.headers.clear();
         self.hash_key = None;
+        self.unframed = false;
     }
 
     /// Whether header `name` was set or removed by a plugin.
@@ -96,6 +100,7 @@ impl HttpEdits {
         }
         for (name, value) in &e.headers {
             if walnut_writes(name) {
+                self.unframed |= value.is_none() && name.eq_ignore_ascii_case(b"content-length");
                 continue;
             }
             let value = value.map(<[u8]>::to_vec);
@@ -116,9 +121,15 @@ impl HttpEdits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseHookFailed;
 
-/// A response head's header lines after the response hooks: `None` until a plugin changed
-/// one, then every line to write, in order.
-pub type ResponseHeaders = Option<Vec<(Vec<u8>, Vec<u8>)>>;
+/// A response head after the response hooks.
+#[derive(Debug, Default)]
+pub struct ResponseHeaders {
+    /// `None` until a plugin changed a header line, then every line to write, in order.
+    pub lines: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// A plugin removed Content-Length: a body filter may change the body's length, so the
+    /// client gets it chunked (or close-delimited).
+    pub unframed: bool,
+}
 
 impl PoolPlugins {
     /// Whether an HTTP request on `location` runs any plugin (HTTP pools keep one route per
@@ -262,13 +273,14 @@ impl PoolPlugins {
     where
         I: Iterator<Item = (&'h [u8], &'h [u8])>,
     {
+        let content_length = |name: &[u8]| name.eq_ignore_ascii_case(b"content-length");
         let PoolPlugins {
             pool_name,
             pool,
             routes,
         } = self;
         for slot in location_chain(pool, routes, location).rev() {
-            let answer = slot.call_http(tag, Hook::HttpResponse, stats, |buf| match out {
+            let answer = slot.call_http(tag, Hook::HttpResponse, stats, |buf| match &out.lines {
                 Some(lines) => abi::encode_http_response_head(
                     buf,
                     status,
@@ -280,11 +292,13 @@ impl PoolPlugins {
                 Ok(None) | Ok(Some((code::CONTINUE, _))) => continue,
                 Ok(Some((code::HTTP_REWRITE, ops))) => match abi::decode_header_ops(&ops) {
                     Some(ops) => {
-                        let lines = out.get_or_insert_with(|| {
+                        let lines = out.lines.get_or_insert_with(|| {
                             headers().map(|(n, v)| (n.to_vec(), v.to_vec())).collect()
                         });
                         match apply_ops(lines, &ops, underscores) {
                             Ok(()) => {
+                                out.unframed |=
+                                    ops.iter().any(|&(op, n, _)| op == 0 && content_length(n));
                                 slot.rewrote(stats);
                                 continue;
                             }
@@ -336,7 +350,7 @@ impl PoolPlugins {
 }
 
 /// A plugin's local answer, checked.
-fn local_answer(out: &[u8], underscores: bool) -> Result<HttpVerdict, Fault> {
+pub(super) fn local_answer(out: &[u8], underscores: bool) -> Result<HttpVerdict, Fault> {
     let r = abi::decode_response(out)
         .ok_or_else(|| Fault::Protocol("sent a malformed HTTP response".into()))?;
     if !(200..=599).contains(&r.status) {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::proxy_wasm::{Filter, RequestTag};
+use super::proxy_wasm::{BodyAction, Filter, RequestTag};
 use super::{Abi, Compiled, Fault, Hook, Instance};
 use crate::config::OnError;
 use crate::stats::{PluginLabel, PoolStats};
@@ -135,6 +135,33 @@ impl Slot {
             self.instance = Some(Instance::ProxyWasm(Box::new(f)));
         }
         self.call(hook, stats, encode)
+    }
+
+    /// A body phase of HTTP request `tag` in a proxy-wasm filter (see `Filter::body`); a walnut
+    /// plugin, or a filter whose instance is gone, lets the body pass.
+    pub(crate) fn http_body(
+        &mut self,
+        tag: RequestTag,
+        hook: Hook,
+        body: &mut Vec<u8>,
+        end_of_stream: bool,
+        fixed: bool,
+        stats: &PoolStats,
+    ) -> Result<BodyAction, Fault> {
+        let Some(Instance::ProxyWasm(f)) = &mut self.instance else {
+            return Ok(BodyAction::Continue);
+        };
+        if !f.has(hook) {
+            return Ok(BodyAction::Continue);
+        }
+        f.tag(tag);
+        let start = Instant::now();
+        let answer = f.body(hook == Hook::HttpResponseBody, body, end_of_stream, fixed);
+        if let Some(counters) = stats.plugins.get(self.index) {
+            counters.counters.calls.incr();
+            counters.hook.observe_since(start);
+        }
+        answer
     }
 
     /// Ends HTTP request `tag`'s context in a proxy-wasm filter (its `on_done` and `on_log`).

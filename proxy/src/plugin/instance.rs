@@ -42,6 +42,10 @@ pub enum Hook {
     HttpResponse = 3,
     Store = 4,
     Value = 5,
+    /// A piece of an HTTP request's body (proxy-wasm filters only).
+    HttpRequestBody = 6,
+    /// A piece of an HTTP response's body (proxy-wasm filters only).
+    HttpResponseBody = 7,
 }
 
 /// Each hook's export, by `Hook` number.
@@ -183,7 +187,7 @@ impl Walnut {
 
     /// True while the plugin implements `hook` (a default hook is dropped after its first call).
     pub fn has(&self, hook: Hook) -> bool {
-        self.hooks[hook as usize].is_some()
+        self.hooks.get(hook as usize).is_some_and(Option::is_some)
     }
 
     /// Calls `hook` with the input `encode` writes; returns the answer code and output, or
@@ -193,7 +197,7 @@ impl Walnut {
         hook: Hook,
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Option<(u32, Vec<u8>)>, Fault> {
-        let Some(f) = self.hooks[hook as usize].clone() else {
+        let Some(f) = self.hooks.get(hook as usize).cloned().flatten() else {
             return Ok(None);
         };
         let mut input = std::mem::take(&mut self.scratch);

@@ -16,7 +16,7 @@ use crate::config::{Config, HttpPool, OnError, PluginSpec, Pool};
 pub use chain::{Placement, PoolPlugins, Verdict};
 pub use instance::{Fault, Hook, Instance};
 pub use memcache::NewValue;
-pub use proxy_wasm::RequestTag;
+pub use proxy_wasm::{BodyAction, RequestTag};
 
 /// How often the engine's epoch ticks: the unit of a plugin's time budget.
 const EPOCH_TICK: Duration = Duration::from_millis(1);

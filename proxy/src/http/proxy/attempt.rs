@@ -14,10 +14,11 @@ use tokio::time::Instant;
 
 use super::{COALESCE, Session};
 use crate::http::balance::now_ms;
-use crate::http::body::{Out, Pace, RelayError, relay};
+use crate::http::body::{Out, Pace, RelayError, Tap, relay};
+use crate::http::body_phases::{BodyStop, Filtered};
 use crate::http::conn_pool::Conn;
 use crate::http::head::{self, Framing, MAX_HEAD};
-use crate::plugin::Hook;
+use crate::plugin::{Hook, RequestTag};
 
 /// How much pipelined input is read from the client while it waits for an answer (reading is
 /// how its leaving is noticed); past this, it is not watched.
@@ -76,7 +77,12 @@ pub(super) struct Forward<'a> {
     /// The location whose plugins see the response.
     pub location: usize,
     pub method_override: Option<&'a str>,
+    /// The request body's framing as the client sent it.
     pub framing: Framing,
+    /// The framing it is sent upstream with: chunked when a body filter may change its length.
+    pub send: Framing,
+    /// The request body goes through the filters' body phases (the request's tag).
+    pub body_tag: Option<RequestTag>,
     pub replay: Replay,
     /// The method sent upstream is HEAD (its answer has no body).
     pub upstream_head: bool,
@@ -109,6 +115,8 @@ pub(super) enum Outcome {
     Abort(Option<u16>),
     /// The client went away while its request waited: the upstream try is dropped.
     ClientGone,
+    /// A body filter stopped the request body (it answered, failed or held too much).
+    Stopped(BodyStop),
 }
 
 /// The client's socket, counting the bytes written to it (the access log's body bytes).
@@ -157,7 +165,7 @@ impl Session {
         let w = std::rc::Rc::clone(&self.w.value);
         let cfg = &w.shared.config;
         let server = &w.shared.upstreams[u].config.servers[i];
-        self.upstream_head(req.method_override, req.framing, &server.text);
+        self.upstream_head(req.method_override, req.send, &server.text);
         // What an earlier try or request left unread belongs to nothing now.
         self.ws.up.clear();
         let stale = conn.reused;
@@ -177,7 +185,7 @@ impl Session {
             Err(_) => return failed(Cause::TimedOut, Reach::Written),
         }
         if req.framing.has_body() {
-            let out = if req.framing == Framing::Chunked {
+            let out = if req.send == Framing::Chunked {
                 Out::Chunked
             } else {
                 Out::Raw
@@ -186,18 +194,38 @@ impl Session {
                 read: cfg.client_header_timeout,
                 write: cfg.proxy_send_timeout,
             };
+            let ws = &mut *self.ws;
+            let mut filtered = req.body_tag.map(|tag| {
+                ws.stages.clear();
+                Filtered {
+                    plugins: &w.plugins,
+                    stages: &mut ws.stages,
+                    stats: &w.stats,
+                    location: Some(req.location),
+                    tag,
+                    response: false,
+                    fixed: matches!(req.send, Framing::Length(_)),
+                    underscores: cfg.underscores_in_headers,
+                    stop: None,
+                }
+            });
             let r = relay(
                 &mut self.client,
-                &mut self.ws.buf,
+                &mut ws.buf,
                 req.framing,
                 &mut conn.stream,
                 out,
                 (&mut self.timer, pace),
-                &mut self.ws.scratch,
+                &mut ws.scratch,
+                filtered.as_mut().map(|f| f as &mut dyn Tap),
             )
             .await;
             match r {
                 Ok(()) => {}
+                Err(RelayError::Tapped) => {
+                    let stop = filtered.and_then(|f| f.stop);
+                    return Outcome::Stopped(stop.unwrap_or(BodyStop::Failed));
+                }
                 Err(RelayError::Bad) => return Outcome::Abort(Some(400)),
                 Err(RelayError::Read(_) | RelayError::ReadTimeout) => return Outcome::Abort(None),
                 Err(e @ (RelayError::Write(_) | RelayError::WriteTimeout)) => {
@@ -296,7 +324,8 @@ impl Session {
     fn response_hooks(&mut self, len: usize, location: usize) -> bool {
         let w = std::rc::Rc::clone(&self.w.value);
         let ws = &mut *self.ws;
-        ws.resp_headers = None;
+        ws.resp_headers.lines = None;
+        ws.resp_headers.unframed = false;
         if !w
             .plugins
             .borrow()
@@ -328,14 +357,6 @@ impl Session {
         let w = std::rc::Rc::clone(&self.w.value);
         let cfg = &w.shared.config;
         let resp_framing = self.ws.resp.framing.unwrap_or(Framing::None);
-        let h11 = self.ws.head.minor == 1;
-        let (out_mode, mut keep) = match resp_framing {
-            _ if req.client_head => (Out::Raw, self.ws.head.keep_alive),
-            Framing::None | Framing::Length(_) => (Out::Raw, self.ws.head.keep_alive),
-            Framing::Chunked | Framing::Close if h11 => (Out::Chunked, self.ws.head.keep_alive),
-            Framing::Chunked | Framing::Close => (Out::Raw, false),
-        };
-        keep &= !self.shutdown.is_shutdown();
         if !self.response_hooks(len, req.location) {
             // The client gets 502; the upstream connection, its body unread, is not kept.
             return Outcome::Answer {
@@ -343,7 +364,35 @@ impl Session {
                 close: false,
             };
         }
-        self.response_head(len, resp_framing, out_mode, keep, req.client_head);
+        // The body goes through the filters' body phases; when one removed Content-Length (it
+        // may change the body's length), the client gets the body as if the upstream had sent
+        // it without one.
+        let body_tag = self
+            .hooked
+            .filter(|_| !req.client_head && resp_framing.has_body())
+            .filter(|_| {
+                w.plugins
+                    .borrow()
+                    .may_http(Hook::HttpResponseBody, Some(req.location))
+            })
+            .map(|h| h.1);
+        let unframed = body_tag.is_some()
+            && self.ws.resp_headers.unframed
+            && matches!(resp_framing, Framing::Length(_));
+        let shown = if unframed {
+            Framing::Close
+        } else {
+            resp_framing
+        };
+        let h11 = self.ws.head.minor == 1;
+        let (out_mode, mut keep) = match shown {
+            _ if req.client_head => (Out::Raw, self.ws.head.keep_alive),
+            Framing::None | Framing::Length(_) => (Out::Raw, self.ws.head.keep_alive),
+            Framing::Chunked | Framing::Close if h11 => (Out::Chunked, self.ws.head.keep_alive),
+            Framing::Chunked | Framing::Close => (Out::Raw, false),
+        };
+        keep &= !self.shutdown.is_shutdown();
+        self.response_head(len, shown, out_mode, keep, req.client_head);
         let head_len = self.ws.out.len();
         self.ws.served.answer(self.ws.resp.status, head_len);
         self.ws.up.advance(len);
@@ -366,7 +415,9 @@ impl Session {
             });
         }
         let mut rest = resp_framing;
-        if let Framing::Length(n) = resp_framing {
+        if let Framing::Length(n) = resp_framing
+            && body_tag.is_none()
+        {
             let k = self.ws.up.len().min(n as usize).min(COALESCE);
             let ws = &mut self.ws;
             ws.out.extend_from_slice(&ws.up[..k]);
@@ -389,6 +440,20 @@ impl Session {
             inner: &mut self.client,
             sent: &mut ws.served.sent,
         };
+        let mut filtered = body_tag.map(|tag| {
+            ws.stages.clear();
+            Filtered {
+                plugins: &w.plugins,
+                stages: &mut ws.stages,
+                stats: &w.stats,
+                location: Some(req.location),
+                tag,
+                response: true,
+                fixed: !unframed,
+                underscores: cfg.underscores_in_headers,
+                stop: None,
+            }
+        });
         let r = relay(
             &mut conn.stream,
             &mut ws.up,
@@ -397,6 +462,7 @@ impl Session {
             out_mode,
             (&mut self.timer, pace),
             &mut ws.scratch,
+            filtered.as_mut().map(|f| f as &mut dyn Tap),
         )
         .await;
         match r {

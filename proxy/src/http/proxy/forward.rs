@@ -7,8 +7,11 @@ use super::attempt::{Cause, Forward, Outcome, Replay};
 use crate::config::KeySource;
 use crate::http::access_log::Try;
 use crate::http::balance::{Tries, now_ms};
+use crate::http::body_phases::BodyStop;
 use crate::http::conn_pool::{self, ConnectError};
 use crate::http::head::Framing;
+use crate::http::plugins::HttpVerdict;
+use crate::plugin::Hook;
 
 impl Session {
     /// Passes the request to upstream `u`; false when the client connection must close.
@@ -84,10 +87,27 @@ impl Session {
             Some(m) => m.as_bytes(),
             None => self.method(),
         };
+        // The request body goes through the filters' body phases; when one removed
+        // Content-Length (it may change the body's length), it goes upstream chunked.
+        let body_tag = self
+            .hooked
+            .filter(|_| framing.has_body())
+            .filter(|_| {
+                w.plugins
+                    .borrow()
+                    .may_http(Hook::HttpRequestBody, Some(location))
+            })
+            .map(|h| h.1);
+        let send = match framing {
+            Framing::Length(_) if body_tag.is_some() && self.ws.edits.unframed => Framing::Chunked,
+            _ => framing,
+        };
         let req = Forward {
             location,
             method_override,
             framing,
+            send,
+            body_tag,
             replay: Replay::of(method, framing),
             upstream_head: method == b"HEAD",
             client_head,
@@ -197,6 +217,23 @@ impl Session {
                     return false;
                 }
                 Outcome::ClientGone => return false,
+                Outcome::Stopped(stop) => {
+                    // The upstream got part of the request: its connection is closed. The
+                    // client's body may be partly unread: its connection closes too.
+                    self.ws.head.keep_alive = false;
+                    let _ = match stop {
+                        BodyStop::Respond(HttpVerdict::Respond {
+                            status,
+                            headers,
+                            body,
+                        }) => self.local(status, &headers, Some(&body), false).await,
+                        BodyStop::TooLarge => self.local(413, &[], None, false).await,
+                        BodyStop::Respond(_) | BodyStop::Failed => {
+                            self.local(500, &[], None, false).await
+                        }
+                    };
+                    return false;
+                }
             }
         }
     }

@@ -104,7 +104,7 @@ impl Session {
         let (raw, r, out) = (&ws.up[..len], &ws.resp, &mut ws.out);
         out.clear();
         status_line(out, r.status, &raw[r.reason.clone()]);
-        let dated = match &ws.resp_headers {
+        let dated = match &ws.resp_headers.lines {
             // As the response hooks left them.
             Some(lines) => {
                 let all = || lines.iter().map(|(n, v)| (&n[..], &v[..]));

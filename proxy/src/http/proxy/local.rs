@@ -86,6 +86,7 @@ impl Session {
                 Out::Raw,
                 (&mut self.timer, pace),
                 &mut self.ws.scratch,
+                None,
             )
             .await
             .is_ok();

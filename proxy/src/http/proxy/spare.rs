@@ -6,6 +6,7 @@
 use bytes::BytesMut;
 
 use crate::http::access_log::Try;
+use crate::http::body_phases::BodyStages;
 use crate::http::head::{MAX_HEADERS, RequestHead, ResponseHead};
 use crate::http::plugins::{HttpEdits, ResponseHeaders};
 
@@ -32,8 +33,10 @@ pub(super) struct Workspace {
     pub scratch: Vec<u8>,
     pub key: Vec<u8>,
     pub edits: HttpEdits,
-    /// The response's header lines once a response hook changed them.
+    /// The response head as the response hooks left it.
     pub resp_headers: ResponseHeaders,
+    /// What the body phases of proxy-wasm filters hold.
+    pub stages: BodyStages,
     /// What the access log says of the request.
     pub served: Served,
 }
@@ -86,6 +89,7 @@ impl Workspace {
             self.key.capacity(),
         ];
         bytes.into_iter().chain(vecs).any(|c| c > MAX_KEPT)
+            || self.stages.capacity() > MAX_KEPT
             || self.head.headers.capacity() > MAX_HEADERS
             || self.resp.headers.capacity() > MAX_HEADERS
     }
@@ -112,6 +116,7 @@ impl Spares {
         if self.0.len() < MAX_SPARES && !ws.oversized() {
             ws.buf.clear();
             ws.up.clear();
+            ws.stages.clear();
             self.0.push(ws);
         }
     }

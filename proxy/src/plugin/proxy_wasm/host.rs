@@ -13,9 +13,9 @@ use crate::plugin::host::Host;
 pub(super) const MODULE: &str = "env";
 
 /// Status codes of the ABI.
-const OK: u32 = 0;
-const NOT_FOUND: u32 = 1;
-const BAD_ARGUMENT: u32 = 2;
+pub(super) const OK: u32 = 0;
+pub(super) const NOT_FOUND: u32 = 1;
+pub(super) const BAD_ARGUMENT: u32 = 2;
 
 /// Header map types.
 const REQUEST_HEADERS: u32 = 0;
@@ -24,6 +24,8 @@ const RESPONSE_HEADERS: u32 = 2;
 const RESPONSE_TRAILERS: u32 = 3;
 
 /// Buffer types.
+const HTTP_REQUEST_BODY: u32 = 0;
+const HTTP_RESPONSE_BODY: u32 = 1;
 const VM_CONFIGURATION: u32 = 6;
 const PLUGIN_CONFIGURATION: u32 = 7;
 
@@ -33,7 +35,11 @@ pub(super) enum Phase {
     /// VM start and configure: no HTTP request.
     Root,
     RequestHeaders,
+    /// A piece of the request body: the body buffer is the request's.
+    RequestBody,
     ResponseHeaders,
+    /// A piece of the response body: the body buffer is the response's.
+    ResponseBody,
     /// `on_done`, `on_log`, `on_delete`: everything readable, nothing changeable.
     Log,
 }
@@ -57,9 +63,14 @@ pub(super) struct Data {
     /// The filter's allocator (`malloc` or `proxy_on_memory_allocate`), for what walnut returns.
     pub(super) malloc: Option<TypedFunc<u32, u32>>,
     pub(super) phase: Phase,
-    /// The current context's request map (lent by its live context during each callback).
+    /// The current context's request and response maps (lent by its live context during each
+    /// callback).
     pub(super) request: HeaderMap,
     pub(super) response: HeaderMap,
+    /// The body bytes of a body phase (lent by walnut during the callback).
+    pub(super) body: Vec<u8>,
+    /// The body's length may not change: its head promised a Content-Length.
+    pub(super) body_fixed: bool,
     /// The response status, once there is one.
     pub(super) status: u16,
     pub(super) local: Local,
@@ -68,6 +79,8 @@ pub(super) struct Data {
     pub(super) remote: Option<IpAddr>,
     /// The last warning or error the filter logged while loading, for the refusal's message.
     pub(super) load_said: Option<String>,
+    /// The metrics it defined, by id.
+    pub(super) metrics: Vec<std::sync::Arc<super::shared::FilterMetric>>,
     scratch: Vec<u8>,
 }
 
@@ -81,11 +94,14 @@ impl Data {
             phase: Phase::Root,
             request: HeaderMap::default(),
             response: HeaderMap::default(),
+            body: Vec::new(),
+            body_fixed: false,
             status: 0,
             local: Local::default(),
             unsupported: None,
             remote: None,
             load_said: None,
+            metrics: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -95,9 +111,19 @@ impl Data {
         match (map_type, self.phase) {
             (_, Phase::Root) => None,
             (REQUEST_HEADERS, _) => Some(&self.request),
-            (RESPONSE_HEADERS, Phase::ResponseHeaders | Phase::Log) => Some(&self.response),
+            (RESPONSE_HEADERS, Phase::ResponseHeaders | Phase::ResponseBody | Phase::Log) => {
+                Some(&self.response)
+            }
             _ => None,
         }
+    }
+
+    /// The body buffer `buffer_type` names, when this phase lends it.
+    fn body_buffer(&self, buffer_type: u32) -> bool {
+        matches!(
+            (buffer_type, self.phase),
+            (HTTP_REQUEST_BODY, Phase::RequestBody) | (HTTP_RESPONSE_BODY, Phase::ResponseBody)
+        )
     }
 
     /// The map `map_type` names, changeable in this phase.
@@ -141,7 +167,10 @@ impl Data {
             (b"request", Some(b"scheme"), None) if request => self.request.get(b":scheme"),
             (b"request", Some(b"headers"), Some(name)) if request => self.request.get(name),
             (b"response", Some(b"headers"), Some(name))
-                if matches!(self.phase, Phase::ResponseHeaders | Phase::Log) =>
+                if matches!(
+                    self.phase,
+                    Phase::ResponseHeaders | Phase::ResponseBody | Phase::Log
+                ) =>
             {
                 self.response.get(name)
             }
@@ -191,11 +220,12 @@ impl ResourceLimiter for Data {
 }
 
 /// The functions walnut provides, by name.
-pub(super) const PROVIDED: [&str; 16] = [
+pub(super) const PROVIDED: [&str; 17] = [
     "proxy_log",
     "proxy_get_log_level",
     "proxy_get_current_time_nanoseconds",
     "proxy_get_buffer_bytes",
+    "proxy_set_buffer_bytes",
     "proxy_get_header_map_pairs",
     "proxy_set_header_map_pairs",
     "proxy_get_header_map_value",
@@ -212,7 +242,7 @@ pub(super) const PROVIDED: [&str; 16] = [
 
 type Result<T> = wasmtime::Result<T>;
 
-fn memory(caller: &Caller<'_, Data>) -> Result<Memory> {
+pub(super) fn memory(caller: &Caller<'_, Data>) -> Result<Memory> {
     caller
         .data()
         .memory
@@ -220,7 +250,12 @@ fn memory(caller: &Caller<'_, Data>) -> Result<Memory> {
 }
 
 /// `len` bytes of the filter's memory at `ptr`, copied into `out`.
-fn read_into(caller: &Caller<'_, Data>, ptr: u32, len: u32, out: &mut Vec<u8>) -> Result<()> {
+pub(super) fn read_into(
+    caller: &Caller<'_, Data>,
+    ptr: u32,
+    len: u32,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let memory = memory(caller)?;
     let bytes = memory
         .data(caller)
@@ -247,7 +282,7 @@ fn read_two(
     Ok((a, b))
 }
 
-fn write_u32(caller: &mut Caller<'_, Data>, at: u32, v: u32) -> Result<()> {
+pub(super) fn write_u32(caller: &mut Caller<'_, Data>, at: u32, v: u32) -> Result<()> {
     let memory = memory(caller)?;
     memory
         .write(caller, at as usize, &v.to_le_bytes())
@@ -256,7 +291,12 @@ fn write_u32(caller: &mut Caller<'_, Data>, at: u32, v: u32) -> Result<()> {
 
 /// Hands `bytes` to the filter: memory from its allocator, the pointer and size written to
 /// its out-params (a null pointer for nothing, as the SDK reads it).
-fn give(caller: &mut Caller<'_, Data>, bytes: &[u8], out_ptr: u32, out_size: u32) -> Result<u32> {
+pub(super) fn give(
+    caller: &mut Caller<'_, Data>,
+    bytes: &[u8],
+    out_ptr: u32,
+    out_size: u32,
+) -> Result<u32> {
     let ptr = if bytes.is_empty() {
         0
     } else {
@@ -406,9 +446,66 @@ pub(super) fn linker(engine: &wasmtime::Engine, module: &wasmtime::Module) -> Re
                     status
                 }
                 VM_CONFIGURATION => give(&mut caller, b"", out_ptr, out_size),
-                // Bodies are not lent to filters (README: proxy-wasm filters).
+                kind if caller.data().body_buffer(kind) => {
+                    let body = std::mem::take(&mut caller.data_mut().body);
+                    let from = (start as usize).min(body.len());
+                    let to = from.saturating_add(max as usize).min(body.len());
+                    let status = give(&mut caller, &body[from..to], out_ptr, out_size);
+                    caller.data_mut().body = body;
+                    status
+                }
                 _ => Ok(NOT_FOUND),
             }
+        },
+    )?;
+    l.func_wrap(
+        MODULE,
+        "proxy_set_buffer_bytes",
+        |mut caller: Caller<'_, Data>,
+         kind: u32,
+         start: u32,
+         length: u32,
+         ptr: u32,
+         len: u32|
+         -> Result<u32> {
+            if !caller.data().body_buffer(kind) {
+                return Ok(BAD_ARGUMENT);
+            }
+            let memory = memory(&caller)?;
+            let data = caller.data();
+            let bytes = memory
+                .data(&caller)
+                .get(ptr as usize..(ptr as usize).saturating_add(len as usize))
+                .ok_or_else(|| wasmtime::Error::msg("the filter passed memory outside its own"))?;
+            let (start, end) = (
+                start as usize,
+                (start as usize).saturating_add(length as usize),
+            );
+            if start > data.body.len() {
+                return Ok(BAD_ARGUMENT);
+            }
+            let end = end.min(data.body.len());
+            let new_len = data.body.len() - (end - start) + bytes.len();
+            if data.body_fixed && new_len != data.body.len() {
+                let which = match kind {
+                    HTTP_REQUEST_BODY => "request",
+                    _ => "response",
+                };
+                tracing::warn!(
+                    pool = %data.host.pool,
+                    plugin = %data.host.plugin,
+                    "proxy-wasm filter changed the length of a {which} body framed by \
+                     Content-Length (from {} to {new_len} bytes); refused (a filter that changes \
+                     a body's length removes its Content-Length in the headers phase)",
+                    data.body.len()
+                );
+                return Ok(BAD_ARGUMENT);
+            }
+            // The bytes are copied out first: the filter's memory and walnut's buffer are
+            // borrowed from the same store.
+            let bytes = bytes.to_vec();
+            caller.data_mut().body.splice(start..end, bytes);
+            Ok(OK)
         },
     )?;
     l.func_wrap(
@@ -525,7 +622,7 @@ pub(super) fn linker(engine: &wasmtime::Engine, module: &wasmtime::Module) -> Re
          -> Result<u32> {
             let (body, wire) = read_two(&mut caller, (body, body_len), (headers, headers_len))?;
             let data = caller.data_mut();
-            if data.phase != Phase::RequestHeaders {
+            if !matches!(data.phase, Phase::RequestHeaders | Phase::RequestBody) {
                 // A response already under way cannot be replaced (see README).
                 data.scratch = body;
                 return Ok(BAD_ARGUMENT);
@@ -557,6 +654,7 @@ pub(super) fn linker(engine: &wasmtime::Engine, module: &wasmtime::Module) -> Re
         OK
     })?;
     l.func_wrap(MODULE, "proxy_done", || -> u32 { OK })?;
+    super::shared::link(&mut l)?;
     unsupported(&mut l, module)?;
     Ok(l)
 }
@@ -565,7 +663,8 @@ pub(super) fn linker(engine: &wasmtime::Engine, module: &wasmtime::Module) -> Re
 /// and logs its name, then traps: the filter loads, and fails only the requests that call it.
 fn unsupported(l: &mut Linker<Data>, module: &wasmtime::Module) -> Result<()> {
     for import in module.imports() {
-        if import.module() == MODULE && PROVIDED.contains(&import.name()) {
+        let provided = PROVIDED.iter().chain(&super::shared::PROVIDED);
+        if import.module() == MODULE && provided.clone().any(|&p| p == import.name()) {
             continue;
         }
         let wasmtime::ExternType::Func(ty) = import.ty() else {

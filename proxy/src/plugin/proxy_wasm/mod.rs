@@ -5,12 +5,18 @@
 //! have answered, so the chain checks a filter's output exactly as it checks a plugin's.
 //!
 //! Per request: `proxy_on_context_create`, `proxy_on_request_headers` (walnut's request hook),
-//! `proxy_on_response_headers` (the response hook, when an upstream answers), then
-//! `proxy_on_done`, `proxy_on_log` and `proxy_on_delete` when the request is over. Bodies and
-//! trailers are not lent; a paused phase is refused (nothing could resume it).
+//! `proxy_on_request_body` for each piece of a request body as it is forwarded,
+//! `proxy_on_response_headers` (the response hook, when an upstream answers),
+//! `proxy_on_response_body` for each piece of its body, then `proxy_on_done`, `proxy_on_log`
+//! and `proxy_on_delete` when the request is over. A body phase may pause (walnut holds the
+//! body back and calls again with more, Envoy's `StopIterationAndBuffer`); a paused headers
+//! phase is refused (nothing could resume it). Trailers are not lent.
 
 mod headers;
 mod host;
+mod shared;
+
+pub use shared::{FilterMetric, MetricKind, metrics};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -98,13 +104,28 @@ struct Live {
     context: u32,
     /// Its request headers, as the filter left them.
     map: HeaderMap,
+    /// Its response headers, once there is a response.
+    response: HeaderMap,
     status: u16,
+}
+
+/// What a filter did with a piece of a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyAction {
+    /// Pass the body held so far on (as the filter left it).
+    Continue,
+    /// Hold it back, and call again with the next piece added.
+    Pause,
+    /// Answer the request locally (request body only): status, header lines, body.
+    Respond(Vec<u8>),
 }
 
 struct Exports {
     context_create: TypedFunc<(u32, u32), ()>,
     request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
     response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
     done: Option<TypedFunc<u32, u32>>,
     log: Option<TypedFunc<u32, ()>>,
     delete: Option<TypedFunc<u32, ()>>,
@@ -116,8 +137,8 @@ pub struct Filter {
     store: Store<Data>,
     exports: Exports,
     live: Vec<Live>,
-    /// Maps of ended contexts, reused.
-    spare: Vec<HeaderMap>,
+    /// Maps of ended contexts (request, response), reused.
+    spare: Vec<(HeaderMap, HeaderMap)>,
     /// The request's map as it came, to tell what the filter changed.
     before: HeaderMap,
     next_context: u32,
@@ -188,6 +209,12 @@ impl Filter {
             response_headers: instance
                 .get_typed_func(&mut store, "proxy_on_response_headers")
                 .ok(),
+            request_body: instance
+                .get_typed_func(&mut store, "proxy_on_request_body")
+                .ok(),
+            response_body: instance
+                .get_typed_func(&mut store, "proxy_on_response_body")
+                .ok(),
             done: instance.get_typed_func(&mut store, "proxy_on_done").ok(),
             log: instance.get_typed_func(&mut store, "proxy_on_log").ok(),
             delete: instance.get_typed_func(&mut store, "proxy_on_delete").ok(),
@@ -244,6 +271,8 @@ impl Filter {
         match hook {
             Hook::Http => self.exports.request_headers.is_some(),
             Hook::HttpResponse => self.exports.response_headers.is_some(),
+            Hook::HttpRequestBody => self.exports.request_body.is_some(),
+            Hook::HttpResponseBody => self.exports.response_body.is_some(),
             _ => false,
         }
     }
@@ -272,8 +301,9 @@ impl Filter {
             return Ok((code::CONTINUE, Vec::new()));
         };
         let malformed = || Fault::Protocol("walnut sent a malformed request".into());
-        let mut map = self.spare.pop().unwrap_or_default();
+        let (mut map, mut response) = self.spare.pop().unwrap_or_default();
         map.clear();
+        response.clear();
         fill_request(&mut map, input).ok_or_else(malformed)?;
         self.before.clear();
         for (n, v) in map.iter() {
@@ -296,6 +326,7 @@ impl Filter {
             request: self.tag.id,
             context,
             map,
+            response,
             status: 0,
         });
         let at = self.live.len() - 1;
@@ -354,12 +385,12 @@ impl Filter {
                 .before
                 .get(b"content-length")
                 .is_some_and(|l| l == b"0");
-        let data = self.store.data_mut();
-        data.response.clear();
+        let response = &mut self.live[at].response;
+        response.clear();
         for (n, v) in self.before.iter() {
-            data.response.add(n, v).map_err(|_| malformed())?;
+            response.add(n, v).map_err(|_| malformed())?;
         }
-        let count = data.response.len() as u32;
+        let count = response.len() as u32;
         let context = self.live[at].context;
         self.begin(Phase::ResponseHeaders, at);
         self.arm();
@@ -372,7 +403,7 @@ impl Filter {
             ));
         }
         let mut out = Vec::new();
-        match headers::response_ops(&self.before, &self.store.data().response, &mut out) {
+        match headers::response_ops(&self.before, &self.live[at].response, &mut out) {
             Ok(true) => Ok((code::HTTP_REWRITE, out)),
             Ok(false) => Ok((code::CONTINUE, out)),
             Err(why) => Err(Fault::Protocol(why)),
@@ -408,14 +439,70 @@ impl Filter {
         let result = run();
         self.end(at);
         let live = self.live.remove(at);
-        self.spare.push(live.map);
+        self.spare.push((live.map, live.response));
         result.map_err(|e| fault(&mut self.store, e))
     }
 
-    /// Lends live context `at`'s request map to the store for a callback of `phase`.
+    /// Runs the filter's body phase on a piece of the current request's request body
+    /// (`response` false) or response body: `body` holds what the filter held back so far and
+    /// the new piece, and is left as the filter made it. `fixed`: its length may not change.
+    pub fn body(
+        &mut self,
+        response: bool,
+        body: &mut Vec<u8>,
+        end_of_stream: bool,
+        fixed: bool,
+    ) -> Result<BodyAction, Fault> {
+        let (f, phase) = match response {
+            false => (self.exports.request_body.clone(), Phase::RequestBody),
+            true => (self.exports.response_body.clone(), Phase::ResponseBody),
+        };
+        let Some(f) = f else {
+            return Ok(BodyAction::Continue);
+        };
+        let Some(at) = self.live.iter().position(|l| l.request == self.tag.id) else {
+            // The request's context is gone (the instance was replaced after a fault).
+            return Ok(BodyAction::Continue);
+        };
+        let context = self.live[at].context;
+        let size = u32::try_from(body.len())
+            .map_err(|_| Fault::Protocol("held back more than 4 GiB of body".into()))?;
+        let data = self.store.data_mut();
+        std::mem::swap(&mut data.body, body);
+        data.body_fixed = fixed;
+        self.begin(phase, at);
+        self.arm();
+        let answer = f.call(&mut self.store, (context, size, end_of_stream as u32));
+        self.end(at);
+        let data = self.store.data_mut();
+        std::mem::swap(&mut data.body, body);
+        let action = answer.map_err(|e| fault(&mut self.store, e))?;
+        let data = self.store.data_mut();
+        if data.local.asked {
+            data.local.asked = false;
+            let status = u16::try_from(data.local.status).unwrap_or(0);
+            self.live[at].status = status;
+            let mut out = Vec::new();
+            headers::local_response(&mut out, status, &data.local.headers, &data.local.body);
+            return Ok(BodyAction::Respond(out));
+        }
+        match (action, end_of_stream) {
+            (0, _) => Ok(BodyAction::Continue),
+            (1, false) => Ok(BodyAction::Pause),
+            (1, true) => Err(Fault::Protocol(
+                "paused at the end of the body (walnut resumes no paused stream)".into(),
+            )),
+            (other, _) => Err(Fault::Protocol(format!(
+                "answered action {other} to a body piece (0 continue, 1 pause)"
+            ))),
+        }
+    }
+
+    /// Lends live context `at`'s maps to the store for a callback of `phase`.
     fn begin(&mut self, phase: Phase, at: usize) {
         let data = self.store.data_mut();
         std::mem::swap(&mut data.request, &mut self.live[at].map);
+        std::mem::swap(&mut data.response, &mut self.live[at].response);
         data.phase = phase;
         data.status = self.live[at].status;
         data.remote = self.tag.remote;
@@ -423,10 +510,11 @@ impl Filter {
         data.unsupported = None;
     }
 
-    /// Takes the request map back from the store.
+    /// Takes the maps back from the store.
     fn end(&mut self, at: usize) {
         let data = self.store.data_mut();
         std::mem::swap(&mut data.request, &mut self.live[at].map);
+        std::mem::swap(&mut data.response, &mut self.live[at].response);
         data.phase = Phase::Root;
     }
 }
