@@ -168,6 +168,27 @@ fn test_plugins(names: &[&str]) -> PathBuf {
         .join("wasm32-unknown-unknown/release")
 }
 
+/// An HTTP pool's plugins in one worker: the plugin at `path` with JSON `config`, on the pool.
+fn http_pool_plugins(path: &Path, config: &str) -> PoolPlugins {
+    let spec = PluginSpec {
+        path: path.to_path_buf(),
+        config_json: config.into(),
+        on_error: OnError::FailClosed,
+        // Roomy: a loaded machine's descheduling must not count as a fault; the budget costs
+        // nothing per call.
+        time_budget: Duration::from_millis(100),
+        memory_max: 16 << 20,
+        line: 1,
+    };
+    let compiled = walnut::plugin::compile(&spec, "bench").expect("the plugin loads");
+    let chains = PoolChains {
+        pool: vec![compiled],
+        routes: Vec::new(),
+        scope_kind: "location",
+    };
+    PoolPlugins::new("bench", &chains)
+}
+
 /// One HTTP request hook that sets one configured header, by a walnut-SDK plugin
 /// (tests/plugins/http-rewrite: set X-Walnut, remove X-Drop, look at the path and X-Route)
 /// and by an unmodified proxy-wasm filter (tests/plugins/pw-config: read :method, set the
@@ -193,23 +214,7 @@ fn http_hook(c: &mut Criterion) {
             r#"{"header":"x-walnut","value":"t1"}"#,
         ),
     ] {
-        let spec = PluginSpec {
-            path: dir.join(file),
-            config_json: config.into(),
-            on_error: OnError::FailClosed,
-            // Roomy: a loaded machine's descheduling must not count as a fault; the budget costs
-            // nothing per call.
-            time_budget: Duration::from_millis(100),
-            memory_max: 16 << 20,
-            line: 1,
-        };
-        let compiled = walnut::plugin::compile(&spec, "bench").expect("the plugin loads");
-        let chains = PoolChains {
-            pool: vec![compiled],
-            routes: Vec::new(),
-            scope_kind: "location",
-        };
-        let mut plugins = PoolPlugins::new("bench", &chains);
+        let mut plugins = http_pool_plugins(&dir.join(file), config);
         let stats = PoolStats::with_plugins(1, 1);
         let mut edits = HttpEdits::default();
         let mut request = || {
@@ -251,21 +256,7 @@ fn body_phase(c: &mut Criterion) {
         ("read and passed", "pw_body.wasm"),
         ("passed unread", "pw_headers.wasm"),
     ] {
-        let spec = PluginSpec {
-            path: dir.join(file),
-            config_json: "{}".into(),
-            on_error: OnError::FailClosed,
-            time_budget: Duration::from_millis(100),
-            memory_max: 16 << 20,
-            line: 1,
-        };
-        let compiled = walnut::plugin::compile(&spec, "bench").expect("the filter loads");
-        let chains = PoolChains {
-            pool: vec![compiled],
-            routes: Vec::new(),
-            scope_kind: "location",
-        };
-        let mut plugins = PoolPlugins::new("bench", &chains);
+        let mut plugins = http_pool_plugins(&dir.join(file), "{}");
         let stats = PoolStats::with_plugins(1, 1);
         let mut edits = HttpEdits::default();
         let tag = RequestTag::next(None);

@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use walnut_tests::{
     HttpClient, Memcached, Metrics, Nginx, Proxy, admin_get, admin_raw, eventually, free_port,
-    mc_owner, mc_pool, plugin_dir, require, split_response, walnut_bin,
+    mc_owner, mc_pool, plugin_dir, promtool_accepts, split_response, walnut_bin,
 };
 
 fn wasm(name: &str) -> PathBuf {
@@ -161,28 +161,7 @@ fn metrics_move_by_exactly_the_load() {
     assert!(buckets.iter().all(|&b| b <= 46.0));
 
     // Prometheus's own checker accepts the text.
-    let promtool = require("promtool", "prometheus");
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    use std::io::Write;
-    check
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(after.text.as_bytes())
-        .expect("feed promtool");
-    let out = check.wait_with_output().expect("promtool output");
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_accepts(&after.text);
 }
 
 #[test]

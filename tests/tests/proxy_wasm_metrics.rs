@@ -5,10 +5,9 @@
 //! `promtool`) shows what the filter counted, across workers and across a reload.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 
 use walnut_tests::{
-    Metrics, TestBackend, admin_raw, curl, http_site, location_plugin, plugin_dir, require,
+    Metrics, TestBackend, admin_raw, curl, http_site, location_plugin, plugin_dir, promtool_accepts,
 };
 
 fn config(backend: &TestBackend) -> String {
@@ -26,31 +25,6 @@ fn sample(m: &Metrics, family: &str, name: &str) -> f64 {
         .collect();
     assert_eq!(found.len(), 1, "one {family} for {name} in:\n{}", m.text);
     found[0]
-}
-
-fn promtool_accepts(text: &str) {
-    let promtool = require("promtool", "prometheus");
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    use std::io::Write;
-    check
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let out = check.wait_with_output().expect("promtool output");
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

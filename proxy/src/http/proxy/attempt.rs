@@ -13,9 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::{COALESCE, Session};
+use crate::http::Worker;
 use crate::http::balance::now_ms;
 use crate::http::body::{Out, Pace, RelayError, Tap, relay};
-use crate::http::body_phases::{BodyStop, Filtered};
+use crate::http::body_phases::{BodyStages, BodyStop, Filtered};
 use crate::http::conn_pool::Conn;
 use crate::http::head::{self, Framing, MAX_HEAD};
 use crate::plugin::{Hook, RequestTag};
@@ -153,6 +154,29 @@ enum Woke {
     Client(io::Result<usize>),
 }
 
+/// The body phases of request `tag` on `location` for one body (the response's, or the
+/// request's), nothing held yet; `fixed` when its length is promised.
+fn filters<'a>(
+    w: &'a Worker,
+    stages: &'a mut BodyStages,
+    (location, tag): (usize, RequestTag),
+    response: bool,
+    fixed: bool,
+) -> Filtered<'a> {
+    stages.clear();
+    Filtered {
+        plugins: &w.plugins,
+        stages,
+        stats: &w.stats,
+        location: Some(location),
+        tag,
+        response,
+        fixed,
+        underscores: w.shared.config.underscores_in_headers,
+        stop: None,
+    }
+}
+
 impl Session {
     /// One try on server `i` of upstream `u` over `conn`.
     pub(super) async fn attempt(
@@ -195,20 +219,10 @@ impl Session {
                 write: cfg.proxy_send_timeout,
             };
             let ws = &mut *self.ws;
-            let mut filtered = req.body_tag.map(|tag| {
-                ws.stages.clear();
-                Filtered {
-                    plugins: &w.plugins,
-                    stages: &mut ws.stages,
-                    stats: &w.stats,
-                    location: Some(req.location),
-                    tag,
-                    response: false,
-                    fixed: matches!(req.send, Framing::Length(_)),
-                    underscores: cfg.underscores_in_headers,
-                    stop: None,
-                }
-            });
+            let fixed = matches!(req.send, Framing::Length(_));
+            let mut filtered = req
+                .body_tag
+                .map(|tag| filters(&w, &mut ws.stages, (req.location, tag), false, fixed));
             let r = relay(
                 &mut self.client,
                 &mut ws.buf,
@@ -440,20 +454,8 @@ impl Session {
             inner: &mut self.client,
             sent: &mut ws.served.sent,
         };
-        let mut filtered = body_tag.map(|tag| {
-            ws.stages.clear();
-            Filtered {
-                plugins: &w.plugins,
-                stages: &mut ws.stages,
-                stats: &w.stats,
-                location: Some(req.location),
-                tag,
-                response: true,
-                fixed: !unframed,
-                underscores: cfg.underscores_in_headers,
-                stop: None,
-            }
-        });
+        let mut filtered =
+            body_tag.map(|tag| filters(&w, &mut ws.stages, (req.location, tag), true, !unframed));
         let r = relay(
             &mut conn.stream,
             &mut ws.up,
