@@ -762,3 +762,82 @@ fn chained_filters_see_the_body_in_chain_order_both_ways() {
         );
     }
 }
+
+/// An upstream answering every request with `secret` in a body of its framing: chunked for
+/// paths starting `/chunked`, until the close for `/close`, else with Content-Length.
+fn framing_backend() -> walnut_tests::FakeBackend {
+    walnut_tests::FakeBackend::start(|stream, _| {
+        use std::io::Write;
+        let mut r = std::io::BufReader::new(stream.try_clone().expect("clone"));
+        let mut w = stream;
+        while let Some(head) = walnut_tests::read_head(&mut r) {
+            let body = "the secret word\n";
+            let reply = if head.starts_with("GET /chunked") {
+                format!(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nthe \r\n{:x}\r\n{}\r\n0\r\n\r\n",
+                    body.len() - 4,
+                    &body[4..]
+                )
+            } else if head.starts_with("GET /close") {
+                format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{body}")
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            if w.write_all(reply.as_bytes()).is_err() || head.starts_with("GET /close") {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn a_response_body_without_a_promised_length_may_change_length_and_one_with_keeps_it() {
+    let backend = framing_backend();
+    let config = http_site(
+        backend.addr,
+        "",
+        &[(
+            "/",
+            body_filter(
+                "{ redact: secret, keep_length: true }",
+                "on_error: fail_open",
+            ),
+        )],
+    );
+    let walnut = Proxy::walnut_with(&config, &["-w", "1"]);
+    // No length promised to the client (chunked, or until the close, from the upstream): the
+    // filter changes the length without removing any header.
+    for path in ["/chunked", "/close"] {
+        let got = curl(&url(&walnut, path), &[]);
+        assert_eq!(got.status, 200, "{path}: {}", brief(&got));
+        assert_eq!(got.body, "the [redacted] word\n", "{path}: {}", brief(&got));
+        assert!(
+            got.header("content-length").is_none(),
+            "{path}: {:?}",
+            got.headers
+        );
+    }
+    // Content-Length kept by the filter: the change is refused, the filter fails, and under
+    // fail_open the client gets the body as the upstream sent it, whole.
+    let got = curl(&url(&walnut, "/length"), &[]);
+    assert_eq!(got.status, 200, "{}", brief(&got));
+    assert_eq!(
+        got.header("content-length"),
+        Some("16"),
+        "{:?}",
+        got.headers
+    );
+    assert_eq!(got.body, "the secret word\n");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            walnut
+                .log()
+                .contains("changed the length of a response body framed by Content-Length")
+        }),
+        "the refusal is logged: {}",
+        walnut.log()
+    );
+}

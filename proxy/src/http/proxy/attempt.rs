@@ -454,8 +454,10 @@ impl Session {
             inner: &mut self.client,
             sent: &mut ws.served.sent,
         };
+        // A filter may change the body's length unless the client was promised it.
+        let fixed = matches!(shown, Framing::Length(_));
         let mut filtered =
-            body_tag.map(|tag| filters(&w, &mut ws.stages, (req.location, tag), true, !unframed));
+            body_tag.map(|tag| filters(&w, &mut ws.stages, (req.location, tag), true, fixed));
         let r = relay(
             &mut conn.stream,
             &mut ws.up,

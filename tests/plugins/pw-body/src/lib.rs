@@ -25,6 +25,9 @@ struct Config {
     upper_request: bool,
     /// Replace this word by `[redacted]` in the response body, without Content-Length.
     redact: Option<String>,
+    /// With `redact`: leave the response's Content-Length (the host refuses a length change
+    /// then, and allows it on a response without one).
+    keep_length: bool,
     /// Append "x" to the request body but keep its Content-Length (the host must refuse it).
     grow_keep_length: bool,
     /// Hold the request body back on every call, its end included (the host must fail it).
@@ -172,7 +175,7 @@ impl HttpContext for BodyFilter {
         let r = &self.request;
         let seen = format!("{} {} {} {:016x}", r.bytes, r.calls, r.end, r.sum);
         self.add_http_response_header("x-pw-request-body", &seen);
-        if self.config.redact.is_some() {
+        if self.config.redact.is_some() && !self.config.keep_length {
             // As the SDK's examples/http_body does: the body's length is about to change.
             self.set_http_response_header("content-length", None);
         }
