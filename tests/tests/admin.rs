@@ -281,6 +281,43 @@ fn bad_requests_get_400_unknown_paths_404_and_the_listener_stays_up() {
 }
 
 #[test]
+fn a_post_with_a_body_it_does_not_read_still_gets_its_whole_answer() {
+    let m = Memcached::start();
+    let (_walnut, admin) = Proxy::walnut_admin(&mc_pool(&[m.address()], ""), &[]);
+    use std::io::{Read, Write};
+    for _ in 0..3 {
+        // More than the sockets' buffers hold: the body is still coming when the answer is sent.
+        let body = vec![b'x'; 16 << 20];
+        let head = format!(
+            "POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).expect("connect");
+        let mut w = s.try_clone().expect("clone");
+        let writer = std::thread::spawn(move || {
+            w.write_all(head.as_bytes())?;
+            w.write_all(&body)
+        });
+        let mut got = Vec::new();
+        let read = s.read_to_end(&mut got);
+        // A client that sends its whole request (curl posting a file) is not cut off mid-send:
+        // it would report a reset.
+        let sent = writer.join().expect("writer");
+        assert!(sent.is_ok(), "the body was taken, not reset: {sent:?}");
+        assert!(
+            read.is_ok(),
+            "the answer is read whole, the connection not reset: {read:?}, got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let (status, text) = split_response(&got);
+        assert!(
+            status == 200 && text.starts_with("reloaded"),
+            "{status} {text:?}"
+        );
+    }
+}
+
+#[test]
 fn a_bad_admin_address_names_what_is_wrong() {
     let m = Memcached::start();
     let dir = walnut_tests::temp_dir("admin-bad");

@@ -21,6 +21,8 @@ const MAX_HEAD: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are answered 503 at once.
 const MAX_CONNECTIONS: usize = 64;
+/// How long the input left after an answer is read and dropped.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// An answer: status, content type, body.
 pub struct Response {
@@ -243,6 +245,15 @@ async fn write(stream: &mut TcpStream, r: Response, head_only: bool) {
     let _ = tokio::time::timeout(HEAD_TIMEOUT, async {
         let _ = stream.write_all(&out).await;
         let _ = stream.shutdown().await;
+    })
+    .await;
+    // Closing with unread input (a body sent with the request) would reset the connection and
+    // could destroy the answer: read and drop what comes for a moment (nginx's lingering close).
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut sink).await
+            && n > 0
+        {}
     })
     .await;
 }
