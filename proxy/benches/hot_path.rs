@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use walnut::config::{OnError, PluginSpec};
 use walnut::hash::HashKind;
-use walnut::http::body_phases::{BodyPiece, BodyStages};
+use walnut::http::body_phases::{Body, BodyStages};
 use walnut::http::plugins::{HttpCall, HttpEdits, HttpVerdict};
 use walnut::memcache::Decoder;
 use walnut::plugin::{PoolPlugins, RequestTag, chain::PoolChains};
@@ -275,23 +275,21 @@ fn body_phase(c: &mut Criterion) {
             HttpVerdict::Continue
         );
         let mut stages = BodyStages::default();
+        let body = Body {
+            location: None,
+            tag,
+            response: false,
+            fixed: true,
+            underscores: false,
+        };
         for size in [1024, 64 * 1024] {
             let data = vec![b'a'; size];
             group.throughput(Throughput::Bytes(size as u64));
             let name = format!("one {} KiB piece, {label}", size / 1024);
             group.bench_function(name, |b| {
                 b.iter(|| {
-                    let piece = BodyPiece {
-                        location: None,
-                        tag,
-                        response: false,
-                        data: black_box(&data),
-                        end: false,
-                        fixed: true,
-                        underscores: false,
-                    };
                     plugins
-                        .http_body(&piece, &mut stages, &stats)
+                        .http_body(&body, (black_box(&data), false), &mut stages, &stats)
                         .expect("the filter passes the piece");
                     assert_eq!(stages.passed().len(), size);
                 })

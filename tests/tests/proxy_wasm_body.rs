@@ -25,6 +25,15 @@ fn body_filter(config: &str, extra: &str) -> String {
     location_plugin(&wasm(), &format!("config: {config}\n{extra}"))
 }
 
+/// An upstream that records what it gets, and walnut (one worker) proxying to it through
+/// pw-body with JSON `config` and `extra` keys on location `/`.
+fn one_filter(config: &str, extra: &str) -> (TestBackend, Proxy) {
+    let backend = TestBackend::start();
+    let site = http_site(backend.addr, "", &[("/", body_filter(config, extra))]);
+    let walnut = Proxy::walnut_with(&site, &["-w", "1"]);
+    (backend, walnut)
+}
+
 fn url(walnut: &Proxy, path: &str) -> String {
     format!("http://{}{path}", walnut.addr)
 }
@@ -196,9 +205,7 @@ fn brief(got: &Got) -> String {
 
 #[test]
 fn a_filter_sees_every_request_byte_once_in_order_and_the_upstream_gets_them_as_sent() {
-    let backend = TestBackend::start();
-    let config = http_site(backend.addr, "", &[("/", body_filter("{}", ""))]);
-    let walnut = Proxy::walnut_with(&config, &["-w", "1"]);
+    let (backend, walnut) = one_filter("{}", "");
 
     // Content-Length, 1 MiB: more than walnut reads at once.
     let sent = text(1 << 20, 1);
@@ -265,13 +272,7 @@ fn a_filter_sees_every_request_byte_once_in_order_and_the_upstream_gets_them_as_
 
 #[test]
 fn a_filter_that_removed_content_length_rewrites_the_request_body_which_goes_upstream_chunked() {
-    let backend = TestBackend::start();
-    let config = http_site(
-        backend.addr,
-        "",
-        &[("/", body_filter("{ upper_request: true }", ""))],
-    );
-    let walnut = Proxy::walnut_with(&config, &["-w", "1"]);
+    let (backend, walnut) = one_filter("{ upper_request: true }", "");
     let upper = |b: &[u8]| [b.to_ascii_uppercase(), b"!".to_vec()].concat();
     for (path, sent, chunked) in [
         ("/small", b"hello walnut".to_vec(), false),
@@ -296,13 +297,7 @@ fn a_filter_that_removed_content_length_rewrites_the_request_body_which_goes_ups
 
 #[test]
 fn a_filter_denies_a_request_by_its_body_and_the_upstream_never_gets_the_body() {
-    let backend = TestBackend::start();
-    let config = http_site(
-        backend.addr,
-        "",
-        &[("/", body_filter("{ deny_word: forbidden }", ""))],
-    );
-    let walnut = Proxy::walnut_with(&config, &["-w", "1"]);
+    let (backend, walnut) = one_filter("{ deny_word: forbidden }", "");
     // The word across the first 64 KiB boundary of a 200 KB body; near the end of a chunked
     // one; in a body of a few bytes.
     let mut across = text(200_000, 5);
@@ -429,19 +424,10 @@ fn a_fault_in_the_request_body_phase_follows_on_error() {
 
 #[test]
 fn a_filter_holding_back_more_than_its_memory_cap_gets_the_request_a_413() {
-    let backend = TestBackend::start();
     // 2, not the smallest cap of 1: the filter's own memory starts at 17 pages (1.06 MiB, the
     // 1 MiB stack of Rust's wasm32 target and its data), so a 1 MiB cap would not even let it
     // start.
-    let config = http_site(
-        backend.addr,
-        "",
-        &[(
-            "/",
-            body_filter("{ deny_word: forbidden }", "memory_max_mb: 2"),
-        )],
-    );
-    let walnut = Proxy::walnut_with(&config, &["-w", "1"]);
+    let (backend, walnut) = one_filter("{ deny_word: forbidden }", "memory_max_mb: 2");
     let sent = text(3 << 20, 9);
     for (path, chunked) in [("/big", false), ("/big/chunked", true)] {
         let started = std::time::Instant::now();
@@ -633,16 +619,7 @@ fn curl_session(requests: &[Vec<String>]) -> Vec<Answer> {
 
 #[test]
 fn a_connection_goes_on_after_bodies_a_filter_rewrote_both_ways() {
-    let backend = TestBackend::start();
-    let config = http_site(
-        backend.addr,
-        "",
-        &[(
-            "/",
-            body_filter("{ upper_request: true, redact: path }", ""),
-        )],
-    );
-    let walnut = Proxy::walnut_with(&config, &["-w", "1"]);
+    let (backend, walnut) = one_filter("{ upper_request: true, redact: path }", "");
     let dir = temp_dir("pw-body-ka");
     let file = dir.join("body");
     let sent = text(100_000, 12);

@@ -6,16 +6,16 @@
 //! length its head promised keeps that length (`set_buffer_bytes` refuses a change).
 
 use super::body::Tap;
-use super::plugins::{HttpVerdict, local_answer};
+use super::plugins::{LocalAnswer, local_answer};
 use crate::plugin::chain::{PoolPlugins, Slot, contain, location_chain};
-use crate::plugin::{BodyAction, Fault, Hook, RequestTag};
+use crate::plugin::{BodyAction, Hook, RequestTag};
 use crate::stats::PoolStats;
 
 /// Why a body phase stopped a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyStop {
     /// A filter answered the request locally (request body only).
-    Respond(HttpVerdict),
+    Respond(LocalAnswer),
     /// A `fail_closed` filter failed.
     Failed,
     /// A filter held back more than its memory cap.
@@ -49,28 +49,29 @@ impl BodyStages {
     }
 }
 
-/// One piece of a body for the body phases.
-pub struct BodyPiece<'a> {
+/// A body as its phases see it: whose it is, which one, and what a filter may do to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Body {
     pub location: Option<usize>,
     pub tag: RequestTag,
     /// The response's body (else the request's).
     pub response: bool,
-    pub data: &'a [u8],
-    /// The body ends with this piece.
-    pub end: bool,
     /// The body's length is promised (Content-Length): a filter may not change it.
     pub fixed: bool,
+    /// The pool keeps header names with `_` (for a local answer's headers).
     pub underscores: bool,
 }
 
 impl PoolPlugins {
-    /// Runs the body phases of the proxy-wasm filters of the pool's chain and `location`'s on
-    /// `piece` (request body: in chain order; response body: reversed). Each filter gets what
-    /// it held back and what the filters before it passed on; what passes the last one is
-    /// `stages.passed()` (nothing while one holds the body back).
+    /// Runs the body phases of the proxy-wasm filters of the pool's chain and the body's
+    /// location's on its next bytes, `data` (`end`: the body ends with them); a request body
+    /// in chain order, a response body reversed. Each filter gets what it held back and what
+    /// the filters before it passed on; what passes the last one is `stages.passed()` (nothing
+    /// while one holds the body back).
     pub fn http_body(
         &mut self,
-        piece: &BodyPiece<'_>,
+        body: &Body,
+        (data, end): (&[u8], bool),
         stages: &mut BodyStages,
         stats: &PoolStats,
     ) -> Result<(), BodyStop> {
@@ -79,29 +80,30 @@ impl PoolPlugins {
             pool,
             routes,
         } = self;
-        let chain = location_chain(pool, routes, piece.location);
-        match piece.response {
-            false => run_body(chain, pool_name, piece, stages, stats),
-            true => run_body(chain.rev(), pool_name, piece, stages, stats),
+        let chain = location_chain(pool, routes, body.location);
+        stages.passed.clear();
+        stages.passed.extend_from_slice(data);
+        match body.response {
+            false => run_body(chain, pool_name, body, end, stages, stats),
+            true => run_body(chain.rev(), pool_name, body, end, stages, stats),
         }
     }
 }
 
-/// `PoolPlugins::http_body` over `chain`, in its order.
+/// `PoolPlugins::http_body` over `chain`, in its order, the new bytes in `stages.passed`.
 fn run_body<'a>(
     chain: impl Iterator<Item = &'a mut Slot>,
     pool_name: &str,
-    piece: &BodyPiece<'_>,
+    body: &Body,
+    end: bool,
     stages: &mut BodyStages,
     stats: &PoolStats,
 ) -> Result<(), BodyStop> {
-    let hook = match piece.response {
+    let hook = match body.response {
         false => Hook::HttpRequestBody,
         true => Hook::HttpResponseBody,
     };
     let cur = &mut stages.passed;
-    cur.clear();
-    cur.extend_from_slice(piece.data);
     for (k, slot) in chain.enumerate() {
         if !slot.is_proxy_wasm() {
             continue;
@@ -116,7 +118,7 @@ fn run_body<'a>(
             held.extend_from_slice(cur);
             cur.clear();
         }
-        let fault = match slot.http_body(piece.tag, hook, held, piece.end, piece.fixed, stats) {
+        let fault = match slot.http_body(body.tag, hook, held, end, body.fixed, stats) {
             Ok(BodyAction::Continue) => {
                 std::mem::swap(held, cur);
                 continue;
@@ -126,18 +128,15 @@ fn run_body<'a>(
                 return Err(BodyStop::TooLarge);
             }
             Ok(BodyAction::Pause) => return Ok(()),
-            Ok(BodyAction::Respond(out)) if !piece.response => {
-                match local_answer(&out, piece.underscores) {
-                    Ok(verdict) => {
-                        slot.rejected(stats);
-                        return Err(BodyStop::Respond(verdict));
-                    }
-                    Err(fault) => fault,
+            // Only from a request body: `send_local_response` is refused once a response is
+            // under way.
+            Ok(BodyAction::Respond(out)) => match local_answer(&out, body.underscores) {
+                Ok(answer) => {
+                    slot.rejected(stats);
+                    return Err(BodyStop::Respond(answer));
                 }
-            }
-            Ok(BodyAction::Respond(_)) => {
-                Fault::Protocol("answered locally while the response was under way".into())
-            }
+                Err(fault) => fault,
+            },
             Err(fault) => fault,
         };
         if !contain(slot, pool_name, &fault, stats) {
@@ -155,30 +154,17 @@ pub struct Filtered<'a> {
     pub plugins: &'a std::cell::RefCell<PoolPlugins>,
     pub stages: &'a mut BodyStages,
     pub stats: &'a PoolStats,
-    pub location: Option<usize>,
-    pub tag: RequestTag,
-    pub response: bool,
-    pub fixed: bool,
-    pub underscores: bool,
+    pub body: Body,
     /// Why the body stopped, once it did.
     pub stop: Option<BodyStop>,
 }
 
 impl Tap for Filtered<'_> {
     fn pass(&mut self, data: &[u8], end: bool) -> Option<&[u8]> {
-        let piece = BodyPiece {
-            location: self.location,
-            tag: self.tag,
-            response: self.response,
-            data,
-            end,
-            fixed: self.fixed,
-            underscores: self.underscores,
-        };
-        let ran = self
-            .plugins
-            .borrow_mut()
-            .http_body(&piece, self.stages, self.stats);
+        let ran =
+            self.plugins
+                .borrow_mut()
+                .http_body(&self.body, (data, end), self.stages, self.stats);
         match ran {
             Ok(()) => Some(self.stages.passed()),
             Err(stop) => {

@@ -221,12 +221,18 @@ impl PoolPlugins {
                     };
                 }
                 Ok(Some((code::RESPOND, out))) => match local_answer(&out, call.underscores) {
-                    Ok(verdict) => {
+                    Ok(LocalAnswer {
+                        status,
+                        headers,
+                        body,
+                    }) => {
                         slot.rejected(stats);
-                        if let HttpVerdict::Respond { status, .. } = verdict {
-                            trace.decided(slot.index, Decision::Responded(status));
-                        }
-                        return verdict;
+                        trace.decided(slot.index, Decision::Responded(status));
+                        return HttpVerdict::Respond {
+                            status,
+                            headers,
+                            body,
+                        };
                     }
                     Err(fault) => fault,
                 },
@@ -349,8 +355,16 @@ impl PoolPlugins {
     }
 }
 
+/// A local answer a plugin asked for: status, header lines, body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAnswer {
+    pub status: u16,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
 /// A plugin's local answer, checked.
-pub(super) fn local_answer(out: &[u8], underscores: bool) -> Result<HttpVerdict, Fault> {
+pub(super) fn local_answer(out: &[u8], underscores: bool) -> Result<LocalAnswer, Fault> {
     let r = abi::decode_response(out)
         .ok_or_else(|| Fault::Protocol("sent a malformed HTTP response".into()))?;
     if !(200..=599).contains(&r.status) {
@@ -367,7 +381,7 @@ pub(super) fn local_answer(out: &[u8], underscores: bool) -> Result<HttpVerdict,
             headers.push((name.to_vec(), value.to_vec()));
         }
     }
-    Ok(HttpVerdict::Respond {
+    Ok(LocalAnswer {
         status: r.status,
         headers,
         body: r.body.to_vec(),

@@ -155,13 +155,13 @@ impl Slot {
             return Ok(BodyAction::Continue);
         }
         f.tag(tag);
-        let start = Instant::now();
-        let answer = f.body(hook == Hook::HttpResponseBody, body, end_of_stream, fixed);
-        if let Some(counters) = stats.plugins.get(self.index) {
-            counters.counters.calls.incr();
-            counters.hook.observe_since(start);
-        }
-        answer
+        let response = hook == Hook::HttpResponseBody;
+        timed(
+            self.index,
+            stats,
+            |_| true,
+            || f.body(response, body, end_of_stream, fixed),
+        )
     }
 
     /// Ends HTTP request `tag`'s context in a proxy-wasm filter (its `on_done` and `on_log`).
@@ -195,18 +195,9 @@ impl Slot {
         if !instance.has(hook) {
             return Ok(None);
         }
-        let Some(counters) = stats.plugins.get(self.index) else {
-            // Counters not kept (the route explanation's throwaway stats): no clock either.
-            return instance.call(hook, encode);
-        };
-        let start = Instant::now();
-        let answer = instance.call(hook, encode);
         // A hook found unimplemented on its first call is not a call of the plugin's.
-        if !matches!(answer, Ok(None)) {
-            counters.counters.calls.incr();
-            counters.hook.observe_since(start);
-        }
-        answer
+        let counts = |answer: &Result<Option<_>, _>| !matches!(answer, Ok(None));
+        timed(self.index, stats, counts, || instance.call(hook, encode))
     }
 
     /// Counts a refusal (or a local answer) by this plugin.
@@ -227,6 +218,27 @@ impl Slot {
     pub(crate) fn may(&self, hook: Hook) -> bool {
         self.instance.as_ref().is_none_or(|i| i.has(hook))
     }
+}
+
+/// Runs `call` into plugin `index`, counting it and its time in the plugin's counters when
+/// `counts` says its answer was a call. Counters not kept (the route explanation's throwaway
+/// stats): no clock either.
+fn timed<T>(
+    index: usize,
+    stats: &PoolStats,
+    counts: impl FnOnce(&T) -> bool,
+    call: impl FnOnce() -> T,
+) -> T {
+    let Some(counters) = stats.plugins.get(index) else {
+        return call();
+    };
+    let start = Instant::now();
+    let answer = call();
+    if counts(&answer) {
+        counters.counters.calls.incr();
+        counters.hook.observe_since(start);
+    }
+    answer
 }
 
 /// A pool's plugins in one worker.

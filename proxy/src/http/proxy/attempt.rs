@@ -16,7 +16,7 @@ use super::{COALESCE, Session};
 use crate::http::Worker;
 use crate::http::balance::now_ms;
 use crate::http::body::{Out, Pace, RelayError, Tap, relay};
-use crate::http::body_phases::{BodyStages, BodyStop, Filtered};
+use crate::http::body_phases::{Body, BodyStages, BodyStop, Filtered};
 use crate::http::conn_pool::Conn;
 use crate::http::head::{self, Framing, MAX_HEAD};
 use crate::plugin::{Hook, RequestTag};
@@ -168,16 +168,31 @@ fn filters<'a>(
         plugins: &w.plugins,
         stages,
         stats: &w.stats,
-        location: Some(location),
-        tag,
-        response,
-        fixed,
-        underscores: w.shared.config.underscores_in_headers,
+        body: Body {
+            location: Some(location),
+            tag,
+            response,
+            fixed,
+            underscores: w.shared.config.underscores_in_headers,
+        },
         stop: None,
     }
 }
 
 impl Session {
+    /// The request's tag when a body it has (`has_body`) goes through the body phases `hook`
+    /// of proxy-wasm filters on `location`.
+    pub(super) fn body_tag(
+        &self,
+        hook: Hook,
+        location: usize,
+        has_body: bool,
+    ) -> Option<RequestTag> {
+        let (_, tag) = self.hooked.filter(|_| has_body)?;
+        let plugins = self.w.plugins.borrow();
+        plugins.may_http(hook, Some(location)).then_some(tag)
+    }
+
     /// One try on server `i` of upstream `u` over `conn`.
     pub(super) async fn attempt(
         &mut self,
@@ -338,8 +353,7 @@ impl Session {
     fn response_hooks(&mut self, len: usize, location: usize) -> bool {
         let w = std::rc::Rc::clone(&self.w.value);
         let ws = &mut *self.ws;
-        ws.resp_headers.lines = None;
-        ws.resp_headers.unframed = false;
+        ws.resp_headers = Default::default();
         if !w
             .plugins
             .borrow()
@@ -381,15 +395,8 @@ impl Session {
         // The body goes through the filters' body phases; when one removed Content-Length (it
         // may change the body's length), the client gets the body as if the upstream had sent
         // it without one.
-        let body_tag = self
-            .hooked
-            .filter(|_| !req.client_head && resp_framing.has_body())
-            .filter(|_| {
-                w.plugins
-                    .borrow()
-                    .may_http(Hook::HttpResponseBody, Some(req.location))
-            })
-            .map(|h| h.1);
+        let has_body = !req.client_head && resp_framing.has_body();
+        let body_tag = self.body_tag(Hook::HttpResponseBody, req.location, has_body);
         let unframed = body_tag.is_some()
             && self.ws.resp_headers.unframed
             && matches!(resp_framing, Framing::Length(_));

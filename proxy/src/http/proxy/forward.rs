@@ -10,7 +10,6 @@ use crate::http::balance::{Tries, now_ms};
 use crate::http::body_phases::BodyStop;
 use crate::http::conn_pool::{self, ConnectError};
 use crate::http::head::Framing;
-use crate::http::plugins::HttpVerdict;
 use crate::plugin::Hook;
 
 impl Session {
@@ -89,15 +88,7 @@ impl Session {
         };
         // The request body goes through the filters' body phases; when one removed
         // Content-Length (it may change the body's length), it goes upstream chunked.
-        let body_tag = self
-            .hooked
-            .filter(|_| framing.has_body())
-            .filter(|_| {
-                w.plugins
-                    .borrow()
-                    .may_http(Hook::HttpRequestBody, Some(location))
-            })
-            .map(|h| h.1);
+        let body_tag = self.body_tag(Hook::HttpRequestBody, location, framing.has_body());
         let send = match framing {
             Framing::Length(_) if body_tag.is_some() && self.ws.edits.unframed => Framing::Chunked,
             _ => framing,
@@ -222,15 +213,11 @@ impl Session {
                     // client's body may be partly unread: its connection closes too.
                     self.ws.head.keep_alive = false;
                     let _ = match stop {
-                        BodyStop::Respond(HttpVerdict::Respond {
-                            status,
-                            headers,
-                            body,
-                        }) => self.local(status, &headers, Some(&body), false).await,
-                        BodyStop::TooLarge => self.local(413, &[], None, false).await,
-                        BodyStop::Respond(_) | BodyStop::Failed => {
-                            self.local(500, &[], None, false).await
+                        BodyStop::Respond(a) => {
+                            self.local(a.status, &a.headers, Some(&a.body), false).await
                         }
+                        BodyStop::TooLarge => self.local(413, &[], None, false).await,
+                        BodyStop::Failed => self.local(500, &[], None, false).await,
                     };
                     return false;
                 }

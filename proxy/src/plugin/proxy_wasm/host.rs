@@ -81,7 +81,8 @@ pub(super) struct Data {
     pub(super) load_said: Option<String>,
     /// The metrics it defined, by id.
     pub(super) metrics: Vec<std::sync::Arc<super::shared::FilterMetric>>,
-    scratch: Vec<u8>,
+    /// A buffer for what passes between walnut and the filter, reused.
+    pub(super) scratch: Vec<u8>,
 }
 
 impl Data {
@@ -472,19 +473,15 @@ pub(super) fn linker(engine: &wasmtime::Engine, module: &wasmtime::Module) -> Re
                 return Ok(BAD_ARGUMENT);
             }
             let memory = memory(&caller)?;
-            let data = caller.data();
-            let bytes = memory
-                .data(&caller)
+            let (filter_memory, data) = memory.data_and_store_mut(&mut caller);
+            let bytes = filter_memory
                 .get(ptr as usize..(ptr as usize).saturating_add(len as usize))
                 .ok_or_else(|| wasmtime::Error::msg("the filter passed memory outside its own"))?;
-            let (start, end) = (
-                start as usize,
-                (start as usize).saturating_add(length as usize),
-            );
+            let (start, length) = (start as usize, length as usize);
             if start > data.body.len() {
                 return Ok(BAD_ARGUMENT);
             }
-            let end = end.min(data.body.len());
+            let end = start.saturating_add(length).min(data.body.len());
             let new_len = data.body.len() - (end - start) + bytes.len();
             if data.body_fixed && new_len != data.body.len() {
                 let which = match kind {
@@ -501,10 +498,7 @@ pub(super) fn linker(engine: &wasmtime::Engine, module: &wasmtime::Module) -> Re
                 );
                 return Ok(BAD_ARGUMENT);
             }
-            // The bytes are copied out first: the filter's memory and walnut's buffer are
-            // borrowed from the same store.
-            let bytes = bytes.to_vec();
-            caller.data_mut().body.splice(start..end, bytes);
+            data.body.splice(start..end, bytes.iter().copied());
             Ok(OK)
         },
     )?;
@@ -663,8 +657,9 @@ pub(super) fn linker(engine: &wasmtime::Engine, module: &wasmtime::Module) -> Re
 /// and logs its name, then traps: the filter loads, and fails only the requests that call it.
 fn unsupported(l: &mut Linker<Data>, module: &wasmtime::Module) -> Result<()> {
     for import in module.imports() {
-        let provided = PROVIDED.iter().chain(&super::shared::PROVIDED);
-        if import.module() == MODULE && provided.clone().any(|&p| p == import.name()) {
+        let name = import.name();
+        let provided = PROVIDED.contains(&name) || super::shared::PROVIDED.contains(&name);
+        if import.module() == MODULE && provided {
             continue;
         }
         let wasmtime::ExternType::Func(ty) = import.ty() else {

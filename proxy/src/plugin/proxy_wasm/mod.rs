@@ -339,16 +339,10 @@ impl Filter {
             .and_then(|()| f.call(&mut self.store, (context, headers, end_of_stream as u32)));
         self.end(at);
         let action = answer.map_err(|e| fault(&mut self.store, e))?;
-        let data = self.store.data_mut();
-        let mut out = Vec::new();
-        if data.local.asked {
-            data.local.asked = false;
-            let status = u16::try_from(data.local.status).unwrap_or(0);
-            // `response.code` in `on_log` is the local answer's.
-            self.live[at].status = status;
-            headers::local_response(&mut out, status, &data.local.headers, &data.local.body);
+        if let Some(out) = self.take_local(at) {
             return Ok((code::RESPOND, out));
         }
+        let mut out = Vec::new();
         if action != 0 {
             return Err(Fault::Protocol(
                 "paused the request headers phase (walnut resumes no paused request)".into(),
@@ -477,13 +471,7 @@ impl Filter {
         let data = self.store.data_mut();
         std::mem::swap(&mut data.body, body);
         let action = answer.map_err(|e| fault(&mut self.store, e))?;
-        let data = self.store.data_mut();
-        if data.local.asked {
-            data.local.asked = false;
-            let status = u16::try_from(data.local.status).unwrap_or(0);
-            self.live[at].status = status;
-            let mut out = Vec::new();
-            headers::local_response(&mut out, status, &data.local.headers, &data.local.body);
+        if let Some(out) = self.take_local(at) {
             return Ok(BodyAction::Respond(out));
         }
         match (action, end_of_stream) {
@@ -496,6 +484,20 @@ impl Filter {
                 "answered action {other} to a body piece (0 continue, 1 pause)"
             ))),
         }
+    }
+
+    /// The local response the callback just asked for (`send_local_response`), in walnut's
+    /// encoding; it becomes live context `at`'s status (`response.code` in `on_log`).
+    fn take_local(&mut self, at: usize) -> Option<Vec<u8>> {
+        let local = &mut self.store.data_mut().local;
+        if !std::mem::take(&mut local.asked) {
+            return None;
+        }
+        let status = u16::try_from(local.status).unwrap_or(0);
+        self.live[at].status = status;
+        let mut out = Vec::new();
+        headers::local_response(&mut out, status, &local.headers, &local.body);
+        Some(out)
     }
 
     /// Lends live context `at`'s maps to the store for a callback of `phase`.

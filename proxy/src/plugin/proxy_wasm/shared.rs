@@ -127,10 +127,10 @@ struct Shared {
 static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
 
 /// `proxy_set_shared_data`: sets `key` unless `cas` (when not 0) is not its current number.
-fn set_shared(key: &[u8], value: &[u8], cas: u32) -> u32 {
+fn set_shared(key: Vec<u8>, value: Vec<u8>, cas: u32) -> u32 {
     let mut guard = SHARED.lock().unwrap_or_else(|e| e.into_inner());
     let shared = guard.get_or_insert_with(Shared::default);
-    let old = shared.entries.get(key);
+    let old = shared.entries.get(&key);
     let current = old.map_or(0, |(_, c)| *c);
     if cas != 0 && cas != current {
         return CAS_MISMATCH;
@@ -143,7 +143,7 @@ fn set_shared(key: &[u8], value: &[u8], cas: u32) -> u32 {
     shared.bytes = bytes;
     // Numbers start at 1 (0 means "no compare"), and skip 0 when they wrap.
     let next = current.wrapping_add(1).max(1);
-    shared.entries.insert(key.to_vec(), (value.to_vec(), next));
+    shared.entries.insert(key, (value, next));
     OK
 }
 
@@ -167,8 +167,8 @@ pub(super) const PROVIDED: [&str; 6] = [
 ];
 
 /// The metric `id` names in this instance.
-fn metric(caller: &Caller<'_, Data>, id: u32) -> Option<Arc<FilterMetric>> {
-    caller.data().metrics.get(id as usize).cloned()
+fn metric<'a>(caller: &'a Caller<'_, Data>, id: u32) -> Option<&'a FilterMetric> {
+    caller.data().metrics.get(id as usize).map(|m| &**m)
 }
 
 type Result<T> = wasmtime::Result<T>;
@@ -229,15 +229,14 @@ pub(super) fn link(l: &mut Linker<Data>) -> Result<()> {
         MODULE,
         "proxy_get_metric",
         |mut caller: Caller<'_, Data>, id: u32, out: u32| -> Result<u32> {
-            let Some(m) = metric(&caller, id) else {
-                return Ok(NOT_FOUND);
+            let value = match metric(&caller, id) {
+                None => return Ok(NOT_FOUND),
+                Some(m) if m.kind == MetricKind::Histogram => return Ok(BAD_ARGUMENT),
+                Some(m) => m.value(),
             };
-            if m.kind == MetricKind::Histogram {
-                return Ok(BAD_ARGUMENT);
-            }
             let memory = memory(&caller)?;
             memory
-                .write(&mut caller, out as usize, &m.value().to_le_bytes())
+                .write(&mut caller, out as usize, &value.to_le_bytes())
                 .map_err(|_| wasmtime::Error::msg("out-param outside the filter's memory"))?;
             Ok(OK)
         },
@@ -254,13 +253,17 @@ pub(super) fn link(l: &mut Linker<Data>) -> Result<()> {
          -> Result<u32> {
             let mut key = Vec::new();
             read_into(&caller, ptr, len, &mut key)?;
-            let mut value = Vec::new();
-            let Some(cas) = get_shared(&key, &mut value) else {
-                return Ok(NOT_FOUND);
+            // The value is copied out first: the lock is not held while the filter's allocator
+            // runs.
+            let mut value = std::mem::take(&mut caller.data_mut().scratch);
+            let given = match get_shared(&key, &mut value) {
+                Some(cas) => give(&mut caller, &value, out_ptr, out_size)
+                    .and_then(|_| write_u32(&mut caller, out_cas, cas))
+                    .map(|()| OK),
+                None => Ok(NOT_FOUND),
             };
-            give(&mut caller, &value, out_ptr, out_size)?;
-            write_u32(&mut caller, out_cas, cas)?;
-            Ok(OK)
+            caller.data_mut().scratch = value;
+            given
         },
     )?;
     l.func_wrap(
@@ -277,7 +280,7 @@ pub(super) fn link(l: &mut Linker<Data>) -> Result<()> {
             read_into(&caller, key, key_len, &mut k)?;
             let mut v = Vec::new();
             read_into(&caller, value, value_len, &mut v)?;
-            let status = set_shared(&k, &v, cas);
+            let status = set_shared(k, v, cas);
             if status == BAD_ARGUMENT {
                 let data = caller.data_mut();
                 tracing::warn!(pool = %data.host.pool, plugin = %data.host.plugin, "proxy-wasm shared data would pass {SHARED_BYTES_MAX} bytes; the write is refused");
@@ -297,16 +300,20 @@ mod tests {
         let key = b"shared.rs test key";
         let mut out = Vec::new();
         assert_eq!(get_shared(key, &mut out), None);
-        assert_eq!(set_shared(key, b"one", 0), OK);
+        let set = |value: &[u8], cas| set_shared(key.to_vec(), value.to_vec(), cas);
+        assert_eq!(set(b"one", 0), OK);
         assert_eq!(get_shared(key, &mut out), Some(1));
         assert_eq!(out, b"one");
-        assert_eq!(set_shared(key, b"two", 7), CAS_MISMATCH);
-        assert_eq!(set_shared(key, b"two", 1), OK);
-        assert_eq!(set_shared(key, b"three", 1), CAS_MISMATCH, "1 is stale now");
+        assert_eq!(set(b"two", 7), CAS_MISMATCH);
+        assert_eq!(set(b"two", 1), OK);
+        assert_eq!(set(b"three", 1), CAS_MISMATCH, "1 is stale now");
         assert_eq!(get_shared(key, &mut out), Some(2));
         assert_eq!(out, b"two");
         let huge = vec![0; SHARED_BYTES_MAX];
-        assert_eq!(set_shared(b"shared.rs huge", &huge, 0), BAD_ARGUMENT);
+        assert_eq!(
+            set_shared(b"shared.rs huge".to_vec(), huge, 0),
+            BAD_ARGUMENT
+        );
     }
 
     #[test]
