@@ -3,7 +3,7 @@
 //! Where to start reading (dependencies run down this list, never up):
 //! - [`server`]: listeners, one accept loop for both protocols, worker threads and shutdown;
 //!   [`process`]: signals, daemon, pid file, logs, the open-file limit and giving freed memory
-//!   back (every `unsafe` is there); [`shutdown`].
+//!   back (every `unsafe` is there), when by [`trim`]'s rule; [`shutdown`].
 //! - [`session`]: one memcached client connection: decode, filter, route, answer in order.
 //! - [`http`]: the HTTP reverse proxy (`protocol: http` pools).
 //! - [`pool`]: a memcached pool's servers: where a key goes ([`pool::WorkerPool::place`]), the
@@ -36,6 +36,7 @@ pub mod session;
 pub mod shutdown;
 pub mod stats;
 pub mod timer;
+pub mod trim;
 pub mod wake;
 
 /// The version walnut gives as memcached's (`version`, `stats`): the memcached protocol level

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::reopen::{self, ReopenFile};
 use crate::shutdown::ShutdownTrigger;
+use crate::trim::{Sample, TrimRule};
 
 /// SIGINT and SIGTERM (stop), SIGUSR1 (reopen the log files, as nginx and logrotate recipes
 /// expect) and SIGHUP (reload the config, as nginx does, and reopen the log files, as nutcracker
@@ -163,7 +164,8 @@ pub fn open_log(path: Option<&Path>) -> Result<Option<ReopenFile>, String> {
     .transpose()
 }
 
-/// Sends `tracing` output at `level` and above to `file`, or to stderr (coloured on a terminal).
+/// Sends `tracing` output at `level` and above to `file`, or to stderr (coloured on a terminal),
+/// panics included.
 pub fn init_log(level: tracing::Level, file: Option<ReopenFile>) {
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(level)
@@ -181,6 +183,16 @@ pub fn init_log(level: tracing::Level, file: Option<ReopenFile>) {
                 .init()
         }
     }
+    // A panic is a bug. In a connection's task it drops that connection and walnut goes on, so
+    // it is logged where the operator reads the log (stderr may be gone), with its backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            "bug: {info}\n{}",
+            std::backtrace::Backtrace::force_capture()
+        );
+    }));
 }
 
 /// This machine's name, for the stats document's `source`.
@@ -236,10 +248,6 @@ pub fn raise_fd_limit() -> Result<u64, String> {
 
 /// How often the memory given back is checked.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
-/// How much more freed memory than at the last look makes a trim worth it: little enough that
-/// what a burst leaves behind comes back; a trim that finds little to give costs a walk of the
-/// free lists and a few madvise calls.
-const TRIM_AT: u64 = 4 << 20;
 
 /// Starts a thread that gives memory freed by walnut back to the operating system.
 ///
@@ -248,30 +256,32 @@ const TRIM_AT: u64 = 4 << 20;
 /// free but scattered, and walnut's resident size would stay at the burst's peak (measured:
 /// 10,000 HTTP connections that each made a request left 100 MiB resident after they closed).
 /// Once a second this thread compares the resident size with what the allocator has handed
-/// out (`mallinfo2`); when the difference, memory held but free, has grown by 4 MiB since the
-/// last look, `malloc_trim` releases the free pages of every arena. A steady load pays a
-/// `/proc` read and a walk of the allocator's free lists each second, and never a trim.
+/// out (`mallinfo2`), and `malloc_trim` releases the free pages of every arena when
+/// [`TrimRule`] says so. A steady load pays a `/proc` read each second, and never a trim.
+/// Nothing is started where the allocator cannot say what it handed out.
 pub fn give_back_freed_memory() -> Result<(), String> {
+    let Some(first) = allocator_sample() else {
+        return Ok(());
+    };
     std::thread::Builder::new()
         .name("walnut-trim".into())
-        .spawn(|| {
-            let mut floor = held_free_bytes();
+        .spawn(move || {
+            let mut rule = TrimRule::new(first);
             loop {
                 std::thread::sleep(TRIM_EVERY);
-                let Some(held) = held_free_bytes() else {
-                    return;
+                // A look that fails (no file descriptor left for /proc) is skipped.
+                let Some(now) = allocator_sample() else {
+                    continue;
                 };
-                let base = floor.unwrap_or(held);
-                if held > base + TRIM_AT {
+                if rule.due(now) {
                     trim();
-                    floor = held_free_bytes();
+                    let after = allocator_sample().unwrap_or(now);
+                    rule.trimmed(after);
                     tracing::debug!(
-                        before = held,
-                        after = floor.unwrap_or(0),
+                        before = now.held,
+                        after = after.held,
                         "gave freed memory back"
                     );
-                } else if held < base {
-                    floor = Some(held);
                 }
             }
         })
@@ -279,15 +289,22 @@ pub fn give_back_freed_memory() -> Result<(), String> {
         .map_err(|e| format!("cannot start the memory thread: {e}"))
 }
 
-/// Resident bytes beyond what the allocator has handed out: memory freed but still held (plus
-/// a constant: code, stacks). `None` where it cannot be known.
-fn held_free_bytes() -> Option<u64> {
+/// What the allocator holds free and what it has handed out; `None` where it cannot be known.
+fn allocator_sample() -> Option<Sample> {
+    let in_use = in_use()?;
+    Some(Sample {
+        held: resident_bytes()?.saturating_sub(in_use),
+        in_use,
+    })
+}
+
+/// Walnut's resident size, from `/proc/self/statm`.
+fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let resident: u64 = statm.split(' ').nth(1)?.parse().ok()?;
     // SAFETY: sysconf only reads a constant.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let rss = resident * u64::try_from(page).ok()?;
-    Some(rss.saturating_sub(in_use()?))
+    Some(resident * u64::try_from(page).ok()?)
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -88,6 +88,23 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test shows what the proxy said and whether it was still running.
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            let log = self.log();
+            let start = (log.len().saturating_sub(8192)..log.len())
+                .find(|&i| log.is_char_boundary(i))
+                .unwrap_or(0);
+            let tail = &log[start..];
+            eprintln!(
+                "proxy on {} ({}); its log ends:\n{tail}",
+                self.addr,
+                exited.map_or("still running".to_string(), |s| format!("exited: {s}"))
+            );
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

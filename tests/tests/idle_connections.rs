@@ -81,13 +81,12 @@ struct Figures {
 const CLOSED_MARGIN_KIB: u64 = 8 * 1024;
 
 // Bounds on what one connection costs, in bytes: the figures README states, measured on a
-// debug build (the one `cargo test` runs), with room for noise and another allocator state.
-const IDLE_HTTP: u64 = 6 * 1024;
-const AFTER_REQUEST_HTTP: u64 = 8 * 1024;
+// debug build (the one `cargo test` runs: 3.7 KiB per HTTP connection idle and after a request,
+// 2.9 KiB and 3.4 KiB for memcached), with room for noise and another allocator state.
+const IDLE_HTTP: u64 = 5 * 1024;
+const AFTER_REQUEST_HTTP: u64 = 6 * 1024;
 const IDLE_MEMCACHED: u64 = 4 * 1024;
-// A memcached connection after a request measured 4.0 KiB in a debug build, 4.1 KiB once each
-// also follows its pool's reloads (see `current.rs`).
-const AFTER_REQUEST_MEMCACHED: u64 = 5 * 1024;
+const AFTER_REQUEST_MEMCACHED: u64 = 4608;
 
 impl Figures {
     fn per_conn_bytes(&self, rss: u64) -> u64 {

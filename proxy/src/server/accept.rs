@@ -133,12 +133,15 @@ impl Accept {
                 ConnGuard::admit(&a.registry.process, &a.stats, &self.live)
             };
             next_id = next_id.wrapping_add(1);
-            let served = serve(Conn {
+            // Boxed once per connection: a future awaited inside an async block is laid out
+            // twice in the task (where it was captured and where it is polled), and the serve
+            // future is most of an idle connection's memory.
+            let served = Box::pin(serve(Conn {
                 stream,
                 peer,
                 id: next_id,
                 shutdown: self.drain.clone(),
-            });
+            }));
             tokio::task::spawn_local(async move {
                 served.await;
                 drop(guard);
