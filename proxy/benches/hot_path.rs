@@ -84,48 +84,13 @@ fn placement(c: &mut Criterion) {
     }
 }
 
-/// The key-rewrite example plugin, built for wasm32 when missing.
-fn key_rewrite_wasm() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            "wasm32-unknown-unknown",
-            "-p",
-            "key-rewrite",
-        ])
-        .status()
-        .expect("run cargo build for the key-rewrite plugin");
-    assert!(status.success(), "building the key-rewrite plugin failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("wasm32-unknown-unknown/release/key_rewrite.wasm")
-}
-
 fn plugin_hook(c: &mut Criterion) {
-    let spec = PluginSpec {
-        path: key_rewrite_wasm(),
-        config_json: r#"{"add":"tenant1:"}"#.into(),
-        on_error: OnError::FailClosed,
-        time_budget: Duration::from_millis(10),
-        memory_max: 16 << 20,
-        line: 1,
-    };
-    let compiled = walnut::plugin::compile(&spec, "bench").expect("the key-rewrite plugin loads");
-    let chains = PoolChains {
-        pool: vec![compiled],
-        routes: Vec::new(),
-        scope_kind: "route",
-    };
-    let mut plugins = PoolPlugins::new("bench", &chains);
+    let dir = wasm_plugins(&["key-rewrite"]);
+    let mut plugins = pool_plugins(
+        &dir.join("key_rewrite.wasm"),
+        r#"{"add":"tenant1:"}"#,
+        "route",
+    );
     // With its counters, as in a pool: the call is counted and timed.
     let stats = PoolStats::with_plugins(1, 1);
     c.bench_function("plugin hook: key rewrite of a 32-byte key", |b| {
@@ -143,8 +108,9 @@ fn plugin_hook(c: &mut Criterion) {
     });
 }
 
-/// Test plugin crates `names` built for wasm32 (release); the folder holding their `.wasm`.
-fn test_plugins(names: &[&str]) -> PathBuf {
+/// Plugin crates `names` (examples and test plugins) built for wasm32 (release); the folder
+/// holding their `.wasm`.
+fn wasm_plugins(names: &[&str]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
@@ -168,8 +134,9 @@ fn test_plugins(names: &[&str]) -> PathBuf {
         .join("wasm32-unknown-unknown/release")
 }
 
-/// An HTTP pool's plugins in one worker: the plugin at `path` with JSON `config`, on the pool.
-fn http_pool_plugins(path: &Path, config: &str) -> PoolPlugins {
+/// A pool's plugins in one worker: the plugin at `path` with JSON `config`, on the pool
+/// (`scope_kind`: "route" for memcached, "location" for HTTP).
+fn pool_plugins(path: &Path, config: &str, scope_kind: &'static str) -> PoolPlugins {
     let spec = PluginSpec {
         path: path.to_path_buf(),
         config_json: config.into(),
@@ -184,7 +151,7 @@ fn http_pool_plugins(path: &Path, config: &str) -> PoolPlugins {
     let chains = PoolChains {
         pool: vec![compiled],
         routes: Vec::new(),
-        scope_kind: "location",
+        scope_kind,
     };
     PoolPlugins::new("bench", &chains)
 }
@@ -199,7 +166,7 @@ fn http_hook(c: &mut Criterion) {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .try_init();
-    let dir = test_plugins(&["http-rewrite", "pw-config"]);
+    let dir = wasm_plugins(&["http-rewrite", "pw-config"]);
     let headers: [(&[u8], &[u8]); 4] = [
         (b"Host", b"example.com"),
         (b"User-Agent", b"curl/8.5.0"),
@@ -214,7 +181,7 @@ fn http_hook(c: &mut Criterion) {
             r#"{"header":"x-walnut","value":"t1"}"#,
         ),
     ] {
-        let mut plugins = http_pool_plugins(&dir.join(file), config);
+        let mut plugins = pool_plugins(&dir.join(file), config, "location");
         let stats = PoolStats::with_plugins(1, 1);
         let mut edits = HttpEdits::default();
         let mut request = || {
@@ -250,13 +217,13 @@ fn http_hook(c: &mut Criterion) {
 /// piece and sums a checksum over it, then continues), and tests/plugins/pw-headers, whose
 /// body callback is the SDK's own (it continues without reading): walnut's part.
 fn body_phase(c: &mut Criterion) {
-    let dir = test_plugins(&["pw-body", "pw-headers"]);
+    let dir = wasm_plugins(&["pw-body", "pw-headers"]);
     let mut group = c.benchmark_group("proxy-wasm body phase");
     for (label, file) in [
         ("read and passed", "pw_body.wasm"),
         ("passed unread", "pw_headers.wasm"),
     ] {
-        let mut plugins = http_pool_plugins(&dir.join(file), "{}");
+        let mut plugins = pool_plugins(&dir.join(file), "{}", "location");
         let stats = PoolStats::with_plugins(1, 1);
         let mut edits = HttpEdits::default();
         let tag = RequestTag::next(None);

@@ -83,6 +83,7 @@ fn run(args: Args, loaded: walnut::plugin::Loaded) -> Result<(), String> {
         .map(process::PidFile::write)
         .transpose()?;
     process::init_log(args.log_level(), log_file);
+    process::log_panics();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         workers,

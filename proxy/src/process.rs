@@ -164,8 +164,7 @@ pub fn open_log(path: Option<&Path>) -> Result<Option<ReopenFile>, String> {
     .transpose()
 }
 
-/// Sends `tracing` output at `level` and above to `file`, or to stderr (coloured on a terminal),
-/// panics included.
+/// Sends `tracing` output at `level` and above to `file`, or to stderr (coloured on a terminal).
 pub fn init_log(level: tracing::Level, file: Option<ReopenFile>) {
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(level)
@@ -183,8 +182,11 @@ pub fn init_log(level: tracing::Level, file: Option<ReopenFile>) {
                 .init()
         }
     }
-    // A panic is a bug. In a connection's task it drops that connection and walnut goes on, so
-    // it is logged where the operator reads the log (stderr may be gone), with its backtrace.
+}
+
+/// Logs a panic where the operator reads the log (stderr may be gone), with its backtrace. A
+/// panic is a bug; in a connection's task it drops that connection and walnut goes on.
+pub fn log_panics() {
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
         tracing::error!(

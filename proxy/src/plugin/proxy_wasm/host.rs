@@ -243,7 +243,7 @@ pub(super) const PROVIDED: [&str; 17] = [
 
 type Result<T> = wasmtime::Result<T>;
 
-pub(super) fn memory(caller: &Caller<'_, Data>) -> Result<Memory> {
+fn memory(caller: &Caller<'_, Data>) -> Result<Memory> {
     caller
         .data()
         .memory
@@ -284,10 +284,36 @@ fn read_two(
 }
 
 pub(super) fn write_u32(caller: &mut Caller<'_, Data>, at: u32, v: u32) -> Result<()> {
+    write_out(caller, at, &v.to_le_bytes())
+}
+
+pub(super) fn write_u64(caller: &mut Caller<'_, Data>, at: u32, v: u64) -> Result<()> {
+    write_out(caller, at, &v.to_le_bytes())
+}
+
+/// Writes an out-param's bytes into the filter's memory at `at`.
+fn write_out(caller: &mut Caller<'_, Data>, at: u32, bytes: &[u8]) -> Result<()> {
     let memory = memory(caller)?;
     memory
-        .write(caller, at as usize, &v.to_le_bytes())
+        .write(caller, at as usize, bytes)
         .map_err(|_| wasmtime::Error::msg("the filter passed an out-param outside its memory"))
+}
+
+/// Hands bytes `start..start + max` (as many as there are) of the store's buffer `field` to the
+/// filter, as `give` does.
+fn give_range(
+    caller: &mut Caller<'_, Data>,
+    field: fn(&mut Data) -> &mut Vec<u8>,
+    (start, max): (u32, u32),
+    (out_ptr, out_size): (u32, u32),
+) -> Result<u32> {
+    // Taken out while the filter's allocator runs (it needs the store).
+    let buffer = std::mem::take(field(caller.data_mut()));
+    let from = (start as usize).min(buffer.len());
+    let to = from.saturating_add(max as usize).min(buffer.len());
+    let status = give(caller, &buffer[from..to], out_ptr, out_size);
+    *field(caller.data_mut()) = buffer;
+    status
 }
 
 /// Hands `bytes` to the filter: memory from its allocator, the pointer and size written to
@@ -420,10 +446,7 @@ pub(super) fn linker(engine: &wasmtime::Engine, module: &wasmtime::Module) -> Re
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
-            let memory = memory(&caller)?;
-            memory
-                .write(&mut caller, out as usize, &now.to_le_bytes())
-                .map_err(|_| wasmtime::Error::msg("out-param outside the filter's memory"))?;
+            write_u64(&mut caller, out, now)?;
             Ok(OK)
         },
     )?;
@@ -438,23 +461,19 @@ pub(super) fn linker(engine: &wasmtime::Engine, module: &wasmtime::Module) -> Re
          out_size: u32|
          -> Result<u32> {
             match kind {
-                PLUGIN_CONFIGURATION => {
-                    let config = std::mem::take(&mut caller.data_mut().config);
-                    let from = (start as usize).min(config.len());
-                    let to = from.saturating_add(max as usize).min(config.len());
-                    let status = give(&mut caller, &config[from..to], out_ptr, out_size);
-                    caller.data_mut().config = config;
-                    status
-                }
+                PLUGIN_CONFIGURATION => give_range(
+                    &mut caller,
+                    |d| &mut d.config,
+                    (start, max),
+                    (out_ptr, out_size),
+                ),
                 VM_CONFIGURATION => give(&mut caller, b"", out_ptr, out_size),
-                kind if caller.data().body_buffer(kind) => {
-                    let body = std::mem::take(&mut caller.data_mut().body);
-                    let from = (start as usize).min(body.len());
-                    let to = from.saturating_add(max as usize).min(body.len());
-                    let status = give(&mut caller, &body[from..to], out_ptr, out_size);
-                    caller.data_mut().body = body;
-                    status
-                }
+                kind if caller.data().body_buffer(kind) => give_range(
+                    &mut caller,
+                    |d| &mut d.body,
+                    (start, max),
+                    (out_ptr, out_size),
+                ),
                 _ => Ok(NOT_FOUND),
             }
         },

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime::{Caller, Linker};
 
-use super::host::{BAD_ARGUMENT, Data, MODULE, NOT_FOUND, OK, give, memory, read_into, write_u32};
+use super::host::{
+    BAD_ARGUMENT, Data, MODULE, NOT_FOUND, OK, give, read_into, write_u32, write_u64,
+};
 
 /// The most metrics all filters together may define; past this, a definition is refused.
 const METRICS_MAX: usize = 1000;
@@ -234,10 +236,7 @@ pub(super) fn link(l: &mut Linker<Data>) -> Result<()> {
                 Some(m) if m.kind == MetricKind::Histogram => return Ok(BAD_ARGUMENT),
                 Some(m) => m.value(),
             };
-            let memory = memory(&caller)?;
-            memory
-                .write(&mut caller, out as usize, &value.to_le_bytes())
-                .map_err(|_| wasmtime::Error::msg("out-param outside the filter's memory"))?;
+            write_u64(&mut caller, out, value)?;
             Ok(OK)
         },
     )?;
